@@ -1,0 +1,354 @@
+"""Load a config file, apply defaults, validate it into a list of path-named errors.
+
+The schema below is the one place where keys, types and defaults are written down;
+docs/admin.rst's reference is generated from it (``python3 -m hado config-reference``).
+Validation collects every error, each naming its JSON path, the bad value and what is
+expected, and reports them together. Unknown keys are errors.
+"""
+
+import copy
+import json
+import socket
+from urllib.parse import urlsplit
+
+from . import states
+from .plugin import PluginError, Registry
+
+DEFAULT_PATH = "/etc/hado/config.json"
+DEFAULT_PORT = 6185
+
+# A field: (type, default, help). REQUIRED as default means the key must be present.
+REQUIRED = object()
+NUMBER = (int, float)
+
+NODE_ENTRY = {
+    "url": (str, REQUIRED, "http://HOST:PORT where this node's API (TCP) and heartbeats (UDP) listen"),
+    "priority": (int, 0, "higher wins the election when no node holds the app"),
+    "witness": (bool, False, "runs no apps; answers heartbeats and votes (makes 2-node clusters safe)"),
+}
+CLUSTER = {
+    "name": (str, "hado", "cluster name; peers with another name are ignored"),
+    "secret_file": ((str, type(None)), None, "file with the shared secret that signs heartbeats (hado keygen)"),
+    "nodes": (dict, None, "node name -> {url, priority, witness}; leave out for a one-node cluster"),
+    "heartbeat": (NUMBER, 0.5, "seconds between two heartbeats to each peer"),
+    "dead_after": (NUMBER, 2.0, "a peer silent this long (seconds) is down; at least 3 x heartbeat"),
+    "quorum": (str, "majority", "'majority' (of votes, self included) or 'none' (2 nodes, split-brain risk)"),
+    "i_understand_split_brain": (bool, False, "required to run quorum 'none' without a fence plugin"),
+    "fence": ((dict, type(None)), None, "{plugin, args, timeout}: run before taking over from a silent node"),
+    "notify": (list, [], "list of {plugin, args, timeout}: told about every role decision"),
+}
+NODE = {
+    "name": (str, None, "this node's entry in cluster.nodes (default: --node, else the hostname)"),
+    "listen": (str, None, "HOST:PORT to listen on (default: host and port of this node's url)"),
+    "plugin_dirs": (list, [], "directories searched for plugins before the built-in ones"),
+    "token_file": ((str, type(None)), None, "file with the admin token; POSTs must send it as a Bearer token"),
+    "admin_remote": (bool, False, "accept admin POSTs from other hosts (needs token_file)"),
+}
+MONITOR = {
+    "plugin": (str, REQUIRED, "monitor plugin name"),
+    "args": (dict, {}, "keyword arguments for the plugin's check()"),
+    "interval": (NUMBER, 2.0, "seconds between checks"),
+    "timeout": (NUMBER, 5.0, "seconds before a check counts as failed"),
+    "rise": (int, 2, "passes in a row before a failed monitor is ok again"),
+    "fall": (int, 3, "failures in a row before the monitor is failed"),
+    "vital": (bool, True, "a failed vital monitor makes the node (system) or the app (app monitor) ineligible"),
+}
+RESOURCE = {
+    "name": (str, REQUIRED, "unique within the app"),
+    "plugin": (str, REQUIRED, "resource plugin name"),
+    "args": (dict, {}, "keyword arguments for the plugin's functions"),
+    "kind": (str, states.ACTIVE_STANDBY, "active-standby | clone | promotable"),
+    "interval": (NUMBER, 2.0, "seconds between two alive() checks"),
+    "timeout": (NUMBER, 10.0, "seconds for alive() and other actions"),
+    "start_timeout": (NUMBER, 30.0, "seconds for start()"),
+    "stop_timeout": (NUMBER, 30.0, "seconds for stop()"),
+    "on_fail": (str, states.RESTART, "restart | failover | ignore"),
+    "max_restarts": (int, 3, "restarts within restart_window before the app fails here"),
+    "restart_window": (NUMBER, 300.0, "seconds over which restarts are counted"),
+}
+APP = {
+    "stickiness": (bool, True, "a running app stays where it is"),
+    "preferred": ((str, type(None)), None, "node preferred when no node holds the app"),
+    "preempt": (bool, False, "move the app back to 'preferred' when it is eligible again"),
+    "failure_timeout": (NUMBER, 600.0, "seconds after which a failure here expires (0 = never)"),
+    "monitors": (dict, {}, "name -> monitor, judging this app on this node"),
+    "resources": (list, REQUIRED, "started in list order, stopped in reverse"),
+}
+TOP = {
+    "cluster": (dict, {}, "the cluster: nodes, secret, timings, quorum"),
+    "node": (dict, {}, "this node's own settings"),
+    "monitors": (dict, {}, "name -> system monitor, judging this node"),
+    "apps": (dict, {}, "name -> app"),
+}
+SCHEMAS = {"": TOP, "cluster": CLUSTER, "node": NODE, "cluster.nodes.*": NODE_ENTRY,
+           "monitors.*": MONITOR, "apps.*": APP, "apps.*.monitors.*": MONITOR,
+           "apps.*.resources[]": RESOURCE}
+
+
+class ConfigError(Exception):
+    """Raised with the list of errors when a config cannot be used."""
+
+    def __init__(self, errors):
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+def type_name(expected):
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+             dict: "an object", list: "a list", type(None): "null"}
+    if isinstance(expected, tuple):
+        if expected == NUMBER:
+            return "a number"
+        return " or ".join(names[t] for t in expected)
+    return names[expected]
+
+
+def is_type(value, expected):
+    if isinstance(value, bool) and expected in (int, NUMBER, float):
+        return False
+    if isinstance(expected, tuple):
+        return any(is_type(value, t) for t in expected)
+    return isinstance(value, expected)
+
+
+def join(path, key):
+    return f"{path}.{key}" if path else str(key)
+
+
+class Validator:
+    """Walks a raw config dict, filling defaults into a copy and collecting errors."""
+
+    def __init__(self, registry):
+        self.registry = registry
+        self.errors = []
+        self.warnings = []
+
+    def error(self, path, message):
+        self.errors.append(f"{path or '(top level)'}: {message}")
+
+    def section(self, raw, schema, path):
+        """A copy of ``raw`` with defaults applied; errors for unknown/missing/mistyped keys."""
+        if not isinstance(raw, dict):
+            self.error(path, f"expected an object, got {json.dumps(raw)[:60]}")
+            raw = {}
+        out = {}
+        for key, value in raw.items():
+            if key not in schema:
+                self.error(join(path, key), f"unknown key (expected one of: {', '.join(schema)})")
+        for key, (expected, default, _help) in schema.items():
+            if key in raw:
+                value = raw[key]
+                if not is_type(value, expected):
+                    self.error(join(path, key), f"expected {type_name(expected)}, got {json.dumps(value)[:60]}")
+                    value = copy.deepcopy(default) if default is not REQUIRED else None
+                elif expected in (NUMBER,) and value < 0:
+                    self.error(join(path, key), f"must not be negative, got {value}")
+                out[key] = value
+            elif default is REQUIRED:
+                self.error(join(path, key), "missing (required)")
+                out[key] = None
+            else:
+                out[key] = copy.deepcopy(default)
+        return out
+
+    def plugin_args(self, spec, kind, path):
+        if not isinstance(spec.get("plugin"), str):
+            return
+        try:
+            plugin = self.registry.get(spec["plugin"])
+        except PluginError as exc:
+            self.error(join(path, "plugin"), str(exc))
+            return
+        for key, message in plugin.check_args(kind, spec.get("args") or {}):
+            self.error(join(join(path, "args"), key) if key else join(path, "args"), message)
+
+    def monitor(self, raw, path):
+        spec = self.section(raw, MONITOR, path)
+        for key in ("interval", "timeout"):
+            if isinstance(spec[key], NUMBER) and spec[key] <= 0:
+                self.error(join(path, key), f"must be greater than 0, got {spec[key]}")
+        for key in ("rise", "fall"):
+            if isinstance(spec[key], int) and spec[key] < 1:
+                self.error(join(path, key), f"must be at least 1, got {spec[key]}")
+        self.plugin_args(spec, "monitor", path)
+        return spec
+
+    def resource(self, raw, path):
+        spec = self.section(raw, RESOURCE, path)
+        if spec["kind"] not in states.KINDS:
+            self.error(join(path, "kind"), f"expected one of {', '.join(states.KINDS)}, got {spec['kind']!r}")
+        if spec["on_fail"] not in states.ON_FAIL:
+            self.error(join(path, "on_fail"), f"expected one of {', '.join(states.ON_FAIL)}, got {spec['on_fail']!r}")
+        for key in ("interval", "timeout", "start_timeout", "stop_timeout"):
+            if isinstance(spec[key], NUMBER) and spec[key] <= 0:
+                self.error(join(path, key), f"must be greater than 0, got {spec[key]}")
+        self.plugin_args(spec, "resource", path)
+        if spec["kind"] == states.PROMOTABLE and isinstance(spec.get("plugin"), str):
+            try:
+                plugin = self.registry.get(spec["plugin"])
+                if not (plugin.function("promote") and plugin.function("demote")):
+                    self.error(join(path, "kind"), f"kind 'promotable' needs a plugin with promote() and "
+                                                   f"demote(); '{spec['plugin']}' has not both")
+            except PluginError:
+                pass  # already reported by plugin_args
+        return spec
+
+    def named(self, raw, path, build):
+        if not isinstance(raw, dict):
+            self.error(path, "expected an object of name -> settings")
+            return {}
+        return {name: build(value, join(path, name)) for name, value in raw.items()}
+
+    def app(self, raw, path):
+        spec = self.section(raw, APP, path)
+        spec["monitors"] = self.named(spec["monitors"], join(path, "monitors"), self.monitor)
+        resources, seen = [], set()
+        for index, item in enumerate(spec["resources"] or []):
+            rpath = f"{path}.resources[{index}]"
+            res = self.resource(item, rpath)
+            if res.get("name") in seen:
+                self.error(join(rpath, "name"), f"duplicate resource name {res['name']!r} in this app")
+            seen.add(res.get("name"))
+            resources.append(res)
+        if spec["resources"] is not None and not resources:
+            self.error(join(path, "resources"), "an app needs at least one resource")
+        spec["resources"] = resources
+        return spec
+
+
+def validate(raw, node_name=None, registry=None):
+    """Return ``(config, errors, warnings)``; ``config`` has every default filled in.
+
+    ``node_name`` (from --node) picks this node's entry in cluster.nodes; without it,
+    node.name, then the hostname is used.
+    """
+    if registry is None:
+        plugin_dirs = []
+        if isinstance(raw, dict) and isinstance(raw.get("node"), dict):
+            dirs = raw["node"].get("plugin_dirs")
+            if isinstance(dirs, list):
+                plugin_dirs = [d for d in dirs if isinstance(d, str)]
+        registry = Registry(plugin_dirs)
+    v = Validator(registry)
+    config = v.section(raw, TOP, "")
+    cluster = config["cluster"] = v.section(config["cluster"], CLUSTER, "cluster")
+    node = config["node"] = v.section(config["node"], NODE, "node")
+    config["monitors"] = v.named(config["monitors"], "monitors", v.monitor)
+    config["apps"] = v.named(config["apps"], "apps", v.app)
+
+    # Nodes: a config without cluster.nodes is a one-node cluster on 127.0.0.1:6185.
+    nodes_raw = cluster["nodes"]
+    explicit_nodes = nodes_raw is not None
+    name = node_name or node["name"] or (socket.gethostname() if explicit_nodes else "local")
+    if not explicit_nodes:
+        nodes_raw = {name: {"url": f"http://127.0.0.1:{DEFAULT_PORT}"}}
+    cluster["nodes"] = v.named(nodes_raw, "cluster.nodes", lambda r, p: v.section(r, NODE_ENTRY, p))
+    for peer, entry in cluster["nodes"].items():
+        url = entry.get("url")
+        if isinstance(url, str):
+            parts = urlsplit(url)
+            if parts.scheme != "http" or not parts.hostname:
+                v.error(f"cluster.nodes.{peer}.url", f"expected http://HOST:PORT, got {url!r}")
+            else:
+                try:
+                    entry["host"], entry["port"] = parts.hostname, parts.port or DEFAULT_PORT
+                except ValueError:
+                    v.error(f"cluster.nodes.{peer}.url", f"bad port in {url!r}")
+    if cluster["nodes"] and name not in cluster["nodes"]:
+        v.error("node.name", f"this node is {name!r} (from {'--node' if node_name else 'node.name' if node['name'] else 'the hostname'}), "
+                             f"which is not in cluster.nodes ({', '.join(cluster['nodes'])}); use --node NAME")
+    node["name"] = name
+    me = cluster["nodes"].get(name, {})
+    if node["listen"] is None and "host" in me:
+        node["listen"] = f"{me['host']}:{me['port']}"
+    if node["listen"] is not None:
+        host, _, port = node["listen"].rpartition(":")
+        if not host or not port.isdigit():
+            v.error("node.listen", f"expected HOST:PORT, got {node['listen']!r}")
+    if node["admin_remote"] and not node["token_file"]:
+        v.error("node.admin_remote", "remote admin requests need node.token_file (refusing tokenless remote admin)")
+    for key in ("preferred",):
+        for app_name, app in config["apps"].items():
+            if app.get(key) is not None and app[key] not in cluster["nodes"]:
+                v.error(f"apps.{app_name}.{key}", f"unknown node {app[key]!r} (nodes: {', '.join(cluster['nodes'])})")
+
+    # Timings and quorum.
+    hb, dead = cluster["heartbeat"], cluster["dead_after"]
+    if isinstance(hb, NUMBER) and hb <= 0:
+        v.error("cluster.heartbeat", f"must be greater than 0, got {hb}")
+    elif isinstance(dead, NUMBER) and dead < 3 * hb:
+        v.error("cluster.dead_after", f"must be at least 3 x heartbeat ({3 * hb:g} s), got {dead:g}: "
+                                      "a single lost heartbeat must never look like a dead node")
+    if cluster["quorum"] not in ("majority", "none"):
+        v.error("cluster.quorum", f"expected 'majority' or 'none', got {cluster['quorum']!r}")
+    if cluster["fence"] is not None:
+        fence = v.section(cluster["fence"], {"plugin": (str, REQUIRED, ""), "args": (dict, {}, ""),
+                                             "timeout": (NUMBER, 60.0, "")}, "cluster.fence")
+        v.plugin_args(fence, "fence", "cluster.fence")
+        cluster["fence"] = fence
+    cluster["notify"] = [v.section(item, {"plugin": (str, REQUIRED, ""), "args": (dict, {}, ""),
+                                          "timeout": (NUMBER, 10.0, "")}, f"cluster.notify[{i}]")
+                         for i, item in enumerate(cluster["notify"])]
+    for i, item in enumerate(cluster["notify"]):
+        v.plugin_args(item, "notify", f"cluster.notify[{i}]")
+
+    voters = [n for n in cluster["nodes"]]
+    if len(voters) > 1:
+        if not cluster["secret_file"]:
+            v.error("cluster.secret_file", "a cluster of several nodes needs a shared secret file (hado keygen FILE)")
+        if cluster["quorum"] == "none":
+            if len(voters) > 2:
+                v.error("cluster.quorum", "'none' is only allowed for two nodes; use 'majority'")
+            elif cluster["fence"] is None and not cluster["i_understand_split_brain"]:
+                v.error("cluster.quorum", "'none' without a fence plugin risks split-brain (both nodes active); "
+                                          "add cluster.fence or set cluster.i_understand_split_brain to true")
+            else:
+                v.warnings.append("cluster.quorum: 'none': if the two nodes lose sight of each other, both "
+                                  "may run the apps (split-brain); fencing is the only protection")
+        elif len(voters) == 2:
+            v.warnings.append("cluster.nodes: two nodes without a witness: if either node dies, the other "
+                              "has no majority and stops every app; add a witness node")
+        if isinstance(dead, NUMBER) and isinstance(hb, NUMBER) and cluster["fence"] is None:
+            budget = dead / 2 - hb
+            for app_name, app in config["apps"].items():
+                slow = sum(r.get("stop_timeout") or 0 for r in app["resources"])
+                if slow > budget:
+                    v.warnings.append(f"apps.{app_name}: its stop timeouts add up to {slow:g} s but a node cut "
+                                      f"off from the majority has only dead_after/2 - heartbeat = {budget:g} s to "
+                                      f"stop before others take over; a resource slower than that can run twice. "
+                                      f"Configure cluster.fence, a larger dead_after, or shorter stop timeouts")
+    return config, v.errors, v.warnings
+
+
+def load(path, node_name=None):
+    """Read and validate ``path``; raises ConfigError with every problem found."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError([f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"]) from None
+    config, errors, warnings = validate(raw, node_name)
+    if errors:
+        raise ConfigError(errors)
+    config["_warnings"] = warnings
+    config["_path"] = str(path)
+    return config
+
+
+def reference():
+    """The config reference as reStructuredText, generated from the schema."""
+    lines = []
+    for where, schema in SCHEMAS.items():
+        title = where or "top level"
+        lines += [f"``{title}``", "~" * (len(title) + 4), "", ".. list-table::", "   :header-rows: 1", "",
+                  "   * - key", "     - type", "     - default", "     - meaning"]
+        for key, (expected, default, help_text) in schema.items():
+            shown = "required" if default is REQUIRED else json.dumps(default)
+            lines += [f"   * - ``{key}``", f"     - {type_name(expected)}", f"     - ``{shown}``" if default is not REQUIRED else "     - required",
+                      f"     - {help_text}"]
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,225 @@
+"""Who runs each app: pure functions, a view in, decisions with their sentences out.
+
+No I/O, no threads, no clocks: ``decide(view)`` is called by the node every turn with
+a snapshot, by ``hado explain`` with a what-if copy of it, and by the tests with views
+they build. Every node computes the same thing from its own view.
+
+The view (plain dicts, as ``Node.view()`` builds it and ``GET /v1/view`` shows it)::
+
+    {"me": "node-a",
+     "quorum": {"ok": True, "votes": 2, "needed": 2},
+     "dead_after": 2.0, "takeover_after": 2.0,
+     "nodes": {"node-a": {"priority": 100, "witness": False,
+                          "status": "up" | "down" | "unknown", "silent_s": 0.3,
+                          "report": REPORT or None}},
+     "apps": {"web": {"stickiness": True, "preferred": None, "preempt": False}}}
+
+``status`` is ``up`` while the node was heard from within dead_after, ``down`` after
+dead_after of silence, ``unknown`` while this node has run shorter than dead_after and
+has not heard it yet. ``report`` is the node's last signed heartbeat (our own for "me";
+the last one received, however old, for a down node)::
+
+    {"standby": False, "healthy": True, "why_unhealthy": None,
+     "peers": {"node-b": "up", ...},
+     "apps": {"web": {"role": "active", "eligible": True, "why_not": None,
+                      "epoch": 3, "active_node": "node-a", "move_to": None}}}
+
+The rules, in order (docs/cluster.rst explains the timing that makes them safe):
+
+1. candidates: up nodes, not witnesses, that report the app eligible (not standby,
+   healthy, app monitors pass, app not failed there);
+2. a move request for a candidate names the winner; else a node that already runs the
+   app keeps it (stickiness; among several, the highest epoch) unless ``preempt`` and the
+   preferred node is a candidate; else the preferred node; else the highest priority,
+   ties broken by node name;
+3. this node is active only if it is the winner, has quorum, and nothing says another
+   node may still run the app: no other up node holds it (active, starting, stopping),
+   no up peer sees another node as active, every node whose last word was "holding" is
+   down in every up peer's view too (and fenced, if fencing is configured), and every
+   node was heard from at least once or is down.
+"""
+
+from . import states
+
+# The roles in which a node runs (or is about to run) the whole app.
+RUNNING = (states.ACTIVE, states.STARTING)
+
+
+def app_report(node, app):
+    report = node.get("report") or {}
+    return (report.get("apps") or {}).get(app) or {}
+
+
+def rank(view, name):
+    """Sort key: higher priority first, then the node name."""
+    return (-view["nodes"][name].get("priority", 0), name)
+
+
+def holder_rank(view, app, name):
+    """Sort key among nodes running the app: the newest epoch first, then rank."""
+    return (-(app_report(view["nodes"][name], app).get("epoch") or 0),) + rank(view, name)
+
+
+def describe_priority(view, name):
+    return f"priority {view['nodes'][name].get('priority', 0)}"
+
+
+def up_nodes(view):
+    return [n for n, node in view["nodes"].items() if n == view["me"] or node["status"] == "up"]
+
+
+def why_not_candidate(view, name, app):
+    """Why node ``name`` is not a candidate for ``app`` (None if it is)."""
+    node = view["nodes"][name]
+    if node.get("witness"):
+        return "is a witness"
+    if name != view["me"] and node["status"] != "up":
+        return f"is {node['status']}" + (f" (silent for {node['silent_s']:.1f} s)" if node.get("silent_s") is not None else "")
+    report = node.get("report") or {}
+    entry = app_report(node, app)
+    if not entry.get("eligible"):
+        return entry.get("why_not") or report.get("why_unhealthy") or "is not eligible"
+    return None
+
+
+def choose_winner(view, app):
+    """``(winner or None, sentence)``: rules 1 and 2, the same on every node."""
+    settings = view["apps"][app]
+    up = up_nodes(view)
+    candidates = sorted((n for n in up if why_not_candidate(view, n, app) is None), key=lambda n: rank(view, n))
+    if not candidates:
+        excuses = "; ".join(f"{n} {why_not_candidate(view, n, app)}" for n in sorted(view["nodes"]))
+        return None, f"no eligible node ({excuses})"
+    count = f"{len(candidates)} candidate{'s' if len(candidates) > 1 else ''}"
+    for name in up:
+        target = app_report(view["nodes"][name], app).get("move_to")
+        if target in candidates:
+            return target, f"an admin moved it to {target} (requested on {name})"
+    running = [n for n in candidates if app_report(view["nodes"][n], app).get("role") in RUNNING]
+    preferred = settings.get("preferred")
+    if running and settings.get("stickiness", True):
+        if settings.get("preempt") and preferred in candidates and preferred not in running:
+            return preferred, f"{preferred} is the preferred node and preempt is on"
+        keeper = min(running, key=lambda n: holder_rank(view, app, n))
+        if len(running) > 1:
+            return keeper, (f"{keeper} already runs it (stickiness) and wins over "
+                            f"{', '.join(n for n in running if n != keeper)} (higher epoch or rank)")
+        return keeper, f"{keeper} already runs it (stickiness)"
+    if preferred in candidates:
+        return preferred, f"{preferred} is the preferred node among {count}"
+    best = candidates[0]
+    return best, f"{best} has the highest {describe_priority(view, best)} among {count}"
+
+
+def believed_active(view, app):
+    """The node this node believes active: an up node reporting the app active/starting."""
+    running = [n for n in up_nodes(view) if app_report(view["nodes"][n], app).get("role") in RUNNING]
+    if not running:
+        return None
+    return min(running, key=lambda n: holder_rank(view, app, n))
+
+
+def blockers(view, app, fence_configured=False, fenced=()):
+    """Reasons this node must not start ``app`` yet although it won (rule 3)."""
+    me, nodes = view["me"], view["nodes"]
+    up = up_nodes(view)
+    waits, fence = [], None
+    for name in up:
+        if name == me:
+            continue
+        entry = app_report(nodes[name], app)
+        if entry.get("role") in states.HOLDING:
+            waits.append(f"{name} reports it {entry['role']}")
+        seen = entry.get("active_node")
+        if seen and seen not in (me, name):
+            peer_sees = ((nodes[name].get("report") or {}).get("peers") or {}).get(seen)
+            if peer_sees == "up":
+                waits.append(f"{name} still sees {seen} active")
+    for name, node in nodes.items():
+        if name == me or name in up:
+            continue
+        if node["status"] == "unknown":
+            waits.append(f"{name} not heard from yet")
+            continue
+        last_word = app_report(node, app).get("role")
+        if last_word not in states.HOLDING:
+            continue
+        wait_for = view.get("takeover_after", view["dead_after"])
+        if node.get("silent_s") is not None and node["silent_s"] < wait_for:
+            waits.append(f"{name} was last {last_word} and is silent for {node['silent_s']:.1f} s, "
+                         f"under takeover_after {wait_for:.2f} s (its address lease may still hold)")
+            continue
+        still_seen = [p for p in up if p != me and
+                      ((nodes[p].get("report") or {}).get("peers") or {}).get(name) != "down"]
+        if still_seen:
+            waits.append(f"{name} was last {last_word} and {', '.join(still_seen)} not yet see it down")
+        elif fence_configured and name not in fenced:
+            fence = name
+            waits.append(f"{name} was last {last_word}: fencing it first")
+    return waits, fence
+
+
+def describe_down(view, name):
+    silent = view["nodes"][name].get("silent_s")
+    if silent is None:
+        return f"{name} is down (never heard)"
+    return f"{name} is down (silent for {silent:.1f} s > dead_after {view['dead_after']:g} s)"
+
+
+def decide_app(view, app, fence_configured=False, fenced=()):
+    """The decision for one app on this node: a dict with its sentence."""
+    me, nodes, quorum = view["me"], view["nodes"], view["quorum"]
+    mine = app_report(nodes[me], app)
+    my_role = mine.get("role", states.STANDBY)
+    winner, why_winner = choose_winner(view, app)
+    seen = believed_active(view, app)
+    decision = {"app": app, "active": False, "winner": winner, "active_node": seen,
+                "epoch": mine.get("epoch", 0), "fence": None, "waiting": False,
+                "run_clones": bool(quorum["ok"] and why_not_candidate(view, me, app) is None)}
+    votes = f"quorum {quorum['votes']}/{len(nodes)}"
+
+    if nodes[me].get("witness"):
+        decision["reason"] = f"{app}: standby on {me} because it is a witness (runs no apps)"
+        return decision
+    if not quorum["ok"]:
+        decision["reason"] = (f"{app}: stopped on {me} because it has no quorum "
+                              f"({quorum['votes']} of {quorum['needed']} votes needed)")
+        decision["run_clones"] = False
+        return decision
+    if winner is None:
+        decision["reason"] = f"{app}: stopped everywhere because there is {why_winner}"
+        return decision
+    if winner != me:
+        why_me = why_not_candidate(view, me, app)
+        if why_me:
+            decision["reason"] = f"{app}: standby on {me} because {me} {why_me}; {winner} should run it: {why_winner}"
+        else:
+            decision["reason"] = f"{app}: standby on {me} because {why_winner}"
+        return decision
+    waits, fence = blockers(view, app, fence_configured, fenced)
+    if waits and my_role not in RUNNING:
+        decision.update(waiting=True, fence=fence)
+        decision["reason"] = f"{app}: waiting on {me} (elected: {why_winner}) because {'; '.join(waits)}"
+        return decision
+    decision["active"] = True
+    if my_role not in RUNNING or not mine.get("epoch"):
+        # A new term: newer than any this node has heard of, so it wins any conflict
+        # with a node that held the app before (the node applies it once, on taking over).
+        known = [app_report(node, app).get("epoch", 0) or 0 for node in nodes.values()]
+        decision["epoch"] = max(known + [0]) + 1
+    decision["active_node"] = me
+    down = [describe_down(view, n) for n, node in sorted(nodes.items()) if node["status"] == "down"]
+    because = f"{' and '.join(down)} and {why_winner}" if down else why_winner
+    decision["reason"] = f"{app}: active on {me} because {because}, with {votes}"
+    return decision
+
+
+def decide(view, fence_configured=False, fenced=()):
+    """Decisions for every app in the view: app name -> decision dict."""
+    return {app: decide_app(view, app, fence_configured, fenced) for app in sorted(view["apps"])}
+
+
+def quorum(votes, total, mode="majority"):
+    """``{"ok", "votes", "needed"}`` for ``votes`` seen out of ``total``."""
+    needed = 1 if mode == "none" else total // 2 + 1
+    return {"ok": votes >= needed, "votes": votes, "needed": needed}

@@ -1,0 +1,522 @@
+"""A node: wires the threads together, runs the election loop, stops in reverse.
+
+Start order: API, heartbeats, monitors (first results awaited), start-up probe of every
+resource, app supervisors, then READY=1. Every turn of the election loop (each
+heartbeat, or sooner when anything changed) the node computes its health and
+eligibility, builds the view, asks ``election.decide`` and writes each app's desired
+role and reason into the state; supervisors act on it. Stop order: apps (resources in
+reverse), monitors, heartbeats, API.
+"""
+
+import logging
+import os
+import signal
+import threading
+import time
+
+from . import config as config_mod
+from . import election, states, systemd
+from .monitor import Monitor
+from .peers import Heartbeats
+from .plugin import Caller, PluginError, Registry
+from .resource import AppSupervisor
+from .state import State, wall
+
+log = logging.getLogger("hado.node")
+
+# How long after the last renewal the kernel may still hold an address with
+# valid_lft N: measured 1.0-1.3 s for N = 1 on these machines (docs/cluster.rst).
+LEASE_SLACK = 0.35
+
+
+class Node:
+    def __init__(self, config, clock=time.monotonic):
+        self.config = config
+        self.clock = clock
+        self.me = config["node"]["name"]
+        cluster = config["cluster"]
+        self.heartbeat = cluster["heartbeat"]
+        self.dead_after = cluster["dead_after"]
+        self.entry = cluster["nodes"][self.me]
+        self.witness = self.entry.get("witness", False)
+        self.state = State(self.me, cluster["name"], clock=clock)
+        self.state.notes["witness"] = self.witness
+        self.registry = Registry(config["node"]["plugin_dirs"])
+        self.monitors = []
+        self.monitor_stop = threading.Event()
+        self.supervisors = {}
+        self.heartbeats = None
+        self.api = None
+        self.flags = {"stop": False, "reload": False}
+        self.wakeup = self.state.changed
+        self.last_reason = {}
+        self.last_peer_status = {}
+        self.fenced = set()
+        self.fencing = {}          # node -> thread running the fence
+        self.loop_turns = 0
+        self.ready = False
+        self.secret = b""
+        self.token = None
+
+    # ----- start -------------------------------------------------------------------
+
+    def start(self):
+        cluster = self.config["cluster"]
+        peers = [n for n in cluster["nodes"] if n != self.me]
+        if peers:
+            self.secret = read_secret(cluster["secret_file"])
+        self.token = read_token(self.config["node"]["token_file"])
+        total = len(cluster["nodes"])
+        needed = election.quorum(0, total, cluster["quorum"])["needed"]
+        self.state.configure_quorum(peers, needed, self.dead_after / 2)
+        for warning in self.config.get("_warnings", []):
+            log.warning("config: %s", warning)
+
+        from .api import Api
+        host, port = split_listen(self.config["node"]["listen"])
+        self.api = Api(self, host, port)
+        self.api.start()
+        log.info("started: API on http://%s:%s/ (node %s, cluster %s)", host, self.api.port, self.me, cluster["name"])
+        if peers:
+            self.heartbeats = Heartbeats(self.state, self.me, cluster["name"], cluster["nodes"], self.secret,
+                                         self.heartbeat, self.my_report, self.clock)
+            self.heartbeats.bind(host, self.api.port)
+            self.heartbeats.start()
+        self.start_monitors()
+        self.start_apps(probe=True)
+        self.ready = True
+        systemd.notify("READY=1\nSTATUS=" + self.summary())
+        log.info("started: node %s is ready (%d app(s), %d peer(s))", self.me, len(self.supervisors), len(peers))
+
+    def start_monitors(self):
+        self.monitor_stop = threading.Event()
+        self.state.set_monitors(self.config["monitors"])
+        self.monitors = []
+        for name, spec in self.config["monitors"].items():
+            self.monitors.append(Monitor(self.state, None, name, spec, self.registry.get(spec["plugin"]),
+                                         self.monitor_stop, self.clock))
+        for app, spec in self.apps_config().items():
+            for name, mspec in spec["monitors"].items():
+                self.monitors.append(Monitor(self.state, app, name, mspec, self.registry.get(mspec["plugin"]),
+                                             self.monitor_stop, self.clock))
+        for monitor in self.monitors:
+            monitor.start()
+        deadline = self.clock() + max([m.spec["timeout"] for m in self.monitors] + [0]) + 0.5
+        for monitor in self.monitors:
+            monitor.first_done.wait(max(0.0, deadline - self.clock()))
+
+    def apps_config(self):
+        return {} if self.witness else self.config["apps"]
+
+    def start_apps(self, probe, names=None):
+        for app, spec in self.apps_config().items():
+            if names is not None and app not in names:
+                continue
+            self.state.add_app(app, [r["name"] for r in spec["resources"]], list(spec["monitors"]))
+            self.state.update_app(app, desired=None)
+            supervisor = AppSupervisor(self.state, app, spec, self.registry, self.clock, self.heartbeat)
+            if probe:
+                supervisor.probe()
+            self.supervisors[app] = supervisor
+            supervisor.start()
+
+    # ----- the loop ----------------------------------------------------------------
+
+    def run(self):
+        """The election loop, on the main thread, until SIGTERM."""
+        watchdog = systemd.watchdog_interval()
+        last_ping = 0.0
+        while not self.flags["stop"]:
+            if self.flags["reload"]:
+                self.flags["reload"] = False
+                self.reload()
+            self.wakeup.clear()
+            try:
+                self.turn()
+            except Exception:  # loop boundary: record it, keep electing
+                log.exception("failed: election turn crashed; going on")
+            self.loop_turns += 1
+            now = self.clock()
+            if watchdog and now - last_ping >= watchdog and self.threads_alive():
+                systemd.notify("WATCHDOG=1\nSTATUS=" + self.summary())
+                last_ping = now
+            self.wakeup.wait(self.next_wait())
+        self.stop()
+
+    def next_wait(self):
+        """Sleep until the next heartbeat, or exactly until our quorum would lapse."""
+        wait = self.heartbeat
+        until = self.state.quorum_until
+        if until is not None and self.state.quorum["ok"]:
+            wait = min(wait, max(0.005, until - self.clock() + 0.001))
+        return wait
+
+    def threads_alive(self):
+        threads = list(self.monitors) + list(self.supervisors.values()) + [self.api.thread]
+        if self.heartbeats:
+            threads.append(self.heartbeats)
+        dead = [t.name for t in threads if not t.is_alive()]
+        if dead:
+            log.error("failed: thread(s) %s died; withholding the watchdog ping so systemd restarts hado",
+                      ", ".join(dead))
+        return not dead
+
+    def peer_status(self, now):
+        """name -> (status, silent seconds or None) for every peer."""
+        out = {}
+        records = self.state.peer_records()
+        for peer in self.config["cluster"]["nodes"]:
+            if peer == self.me:
+                continue
+            evidence = (records.get(peer) or {}).get("evidence")
+            if evidence is not None:
+                silent = now - evidence
+                out[peer] = ("up" if silent < self.dead_after else "down", round(silent, 2))
+            elif now - self.state.started >= self.dead_after:
+                out[peer] = ("down", None)
+            else:
+                out[peer] = ("unknown", None)
+        return out
+
+    def health(self):
+        snap = self.state.internal()
+        for name, monitor in snap["monitors"].items():
+            if monitor["ok"] is False and monitor.get("vital", True):
+                return False, f"is unhealthy (monitor {name}: {monitor['message']})"
+        return True, None
+
+    def eligibility(self, now, healthy, why_unhealthy):
+        """app -> reason it cannot run here (None when it can); expires old failures and moves."""
+        out = {}
+        internal = self.state.internal()
+        for app, entry in internal["apps"].items():
+            failure, move = entry.get("failure"), entry.get("move")
+            if failure and failure.get("until") is not None and now >= failure["until"]:
+                self.state.update_app(app, failure=None)
+                self.state.event(f"{app}: failure expired", failure["reason"])
+                log.info("expired: %s: failure_timeout passed, the app may run here again", app)
+                failure = None
+            if move and (now >= move["until"] or entry.get("active_node") == move["to"]):
+                self.state.update_app(app, move=None)
+            why = None
+            if internal["standby"]:
+                why = "is in standby"
+            elif not healthy:
+                why = why_unhealthy
+            else:
+                for name, monitor in entry["monitors"].items():
+                    if monitor["ok"] is False and monitor.get("vital", True):
+                        why = f"fails app monitor {name}: {monitor['message']}"
+                        break
+            if why is None and failure:
+                until = "or failure_timeout" if failure.get("until") is not None else "only"
+                why = f"has a failure: {failure['reason']} (cleared by hado cleanup {app} {until})"
+            out[app] = why
+        return out
+
+    def my_report(self):
+        """Our signed-heartbeat report (election.py's REPORT)."""
+        now = self.clock()
+        healthy, why = self.health()
+        status = {peer: s for peer, (s, _) in self.peer_status(now).items()}
+        return self.state.report(status, healthy, why)
+
+    def view(self, now=None):
+        now = self.clock() if now is None else now
+        cluster = self.config["cluster"]
+        status = self.peer_status(now)
+        records = self.state.peer_records()
+        nodes = {}
+        for name, entry in cluster["nodes"].items():
+            node = {"priority": entry["priority"], "witness": entry["witness"]}
+            if name == self.me:
+                node.update(status="up", silent_s=0.0, report=self.my_report())
+            else:
+                node.update(status=status[name][0], silent_s=status[name][1],
+                            report=(records.get(name) or {}).get("report"))
+            nodes[name] = node
+        apps = {app: {"stickiness": spec["stickiness"], "preferred": spec["preferred"], "preempt": spec["preempt"]}
+                for app, spec in self.config["apps"].items()}
+        return {"me": self.me, "quorum": self.state.refresh_quorum(), "dead_after": self.dead_after,
+                "takeover_after": self.takeover_after(), "nodes": nodes, "apps": apps}
+
+    def takeover_after(self):
+        """Seconds of silence before taking over from a node whose resources hold a lease.
+
+        A killed or frozen node renewed its lease at most one heartbeat after its last
+        heartbeat; the kernel drops the address lease + LEASE_SLACK after that renewal.
+        """
+        longest = 0.0
+        for spec in self.apps_config().values():
+            for res in spec["resources"]:
+                try:
+                    plugin = self.registry.get(res["plugin"])
+                except PluginError:
+                    continue
+                if plugin.function("renew"):
+                    lease = res["args"].get("lease", getattr(plugin.module, "DEFAULT_LEASE", None))
+                    if lease:
+                        longest = max(longest, float(lease))
+        if not longest:
+            return self.dead_after
+        return max(self.dead_after, longest + LEASE_SLACK + self.heartbeat)
+
+    def turn(self):
+        now = self.clock()
+        healthy, why_unhealthy = self.health()
+        for app, why in self.eligibility(now, healthy, why_unhealthy).items():
+            self.state.update_app(app, eligible=why is None and not self.witness, why_not=why)
+        view = self.view(now)
+        self.state.notes["takeover_after_s"] = round(view["takeover_after"], 2)
+        decisions = election.decide(view, fence_configured=self.config["cluster"]["fence"] is not None,
+                                    fenced=self.fenced)
+        hold = not view["quorum"]["ok"] and now - self.state.started < self.dead_after
+        status = {p: s for p, (s, _) in self.peer_status(now).items()}
+        peers_changed = status != self.last_peer_status
+        self.last_peer_status = status
+        for app, decision in decisions.items():
+            if app not in self.supervisors:
+                continue
+            self.apply(app, decision, hold, peers_changed)
+        if self.config["cluster"]["fence"] is not None:
+            for decision in decisions.values():
+                if decision.get("fence"):
+                    self.fence(decision["fence"])
+
+    def apply(self, app, decision, hold, peers_changed):
+        entry = self.state.app_entry(app)
+        if hold:
+            desired = None
+            reason = (f"{app}: holding on {self.me}: started {self.clock() - self.state.started:.1f} s ago, "
+                      f"waiting up to dead_after {self.dead_after:g} s to hear from the peers "
+                      f"({decision['reason'].split(': ', 1)[1]})")
+        else:
+            desired = states.ACTIVE if decision["active"] else states.STANDBY
+            reason = decision["reason"]
+            if self.state.maintenance:
+                reason = f"MAINTENANCE: {reason} (resources are not started or stopped)"
+            elif self.state.standby:
+                reason = f"STANDBY: {reason}"
+        fields = {"desired": desired, "reason": reason, "active_node": decision["active_node"],
+                  "run_clones": decision["run_clones"] and not hold}
+        if decision["active"] and not hold and entry["desired"] != states.ACTIVE:
+            fields["epoch"] = decision["epoch"]       # a new term as holder of the app
+        if decision["active"] and not hold and (peers_changed or entry["desired"] != states.ACTIVE):
+            fields["announce"] = entry.get("announce", 0) + 1
+        self.state.update_app(app, **fields)
+        if desired != entry["desired"] or fields.get("announce"):
+            self.supervisors[app].wake.set()
+        if reason != self.last_reason.get(app):
+            self.last_reason[app] = reason
+            level = logging.INFO
+            if desired != entry["desired"]:
+                verb = "elected" if desired == states.ACTIVE else "stepping down" if entry["desired"] == states.ACTIVE else "decided"
+                log.log(level, "%s: %s", verb, reason)
+                self.state.event(f"{app}: {verb}", reason)
+            else:
+                log.log(level, "decided: %s", reason)
+            self.notify(app, decision, reason)
+        elif fields.get("announce"):
+            self.notify(app, decision, reason)
+
+    # ----- fencing and notifications (never block the loop) ------------------------
+
+    def fence(self, node):
+        if node in self.fenced or (node in self.fencing and self.fencing[node].is_alive()):
+            return
+        spec = self.config["cluster"]["fence"]
+
+        def work():
+            plugin = self.registry.get(spec["plugin"])
+            ok, value = Caller(f"fence:{node}").call(plugin.bind("fence", spec["args"], node=node), spec["timeout"])
+            if ok:
+                log.warning("fenced: %s by plugin %s; it may be taken over now", node, spec["plugin"])
+                self.state.event(f"fenced {node}", f"plugin {spec['plugin']} succeeded")
+                self.fenced.add(node)
+            else:
+                log.error("failed: fencing %s with plugin %s: %s; no takeover from it", node, spec["plugin"], value)
+                self.state.event(f"fencing {node} failed", str(value))
+            self.wakeup.set()
+
+        log.warning("fencing: %s stopped answering while it held an app; running %s", node, spec["plugin"])
+        thread = threading.Thread(target=work, name=f"fence:{node}", daemon=True)
+        self.fencing[node] = thread
+        thread.start()
+
+    def notify(self, app, decision, reason):
+        for spec in self.config["cluster"]["notify"]:
+            event = {"app": app, "node": self.me, "active": decision["active"],
+                     "active_node": decision["active_node"], "reason": reason, "cluster": self.state.cluster}
+
+            def work(spec=spec, event=event):
+                try:
+                    plugin = self.registry.get(spec["plugin"])
+                    ok, value = Caller(f"notify:{spec['plugin']}").call(
+                        plugin.bind("notify", spec["args"], event=event), spec["timeout"])
+                except PluginError as exc:
+                    ok, value = False, str(exc)
+                if not ok:
+                    log.warning("failed: notify plugin %s: %s", spec["plugin"], value)
+
+            threading.Thread(target=work, name=f"notify:{spec['plugin']}", daemon=True).start()
+
+    # ----- admin requests (called by the API thread) --------------------------------
+
+    def set_standby(self, on):
+        self.state.set_flag("standby", on)
+        log.info("%s: node %s by admin request", "standby" if on else "online", self.me)
+        self.state.event(f"node {'standby' if on else 'online'}", "admin request")
+
+    def set_maintenance(self, on):
+        self.state.set_flag("maintenance", on)
+        log.warning("maintenance: %s on node %s by admin request", "on" if on else "off", self.me)
+        self.state.event(f"maintenance {'on' if on else 'off'}", "admin request")
+        for sup in self.supervisors.values():
+            sup.wake.set()
+
+    def move(self, app, target, ttl=60.0):
+        """A one-off switchover request, published to every peer until done or expired."""
+        view = self.view()
+        if target not in view["nodes"]:
+            raise ValueError(f"unknown node {target!r} (nodes: {', '.join(view['nodes'])})")
+        why = election.why_not_candidate(view, target, app)
+        if why:
+            raise ValueError(f"cannot move {app} to {target}: {target} {why}")
+        self.state.update_app(app, move={"to": target, "at": wall(),
+                                         "until": self.clock() + ttl})
+        log.info("move: %s to %s by admin request", app, target)
+        self.state.event(f"{app}: move to {target}", "admin request")
+
+    def cleanup(self, app):
+        with self.state._lock:
+            entry = self.state.apps[app]
+            entry["failure"] = None
+            for res in entry["resources"].values():
+                res["fail_count"] = 0
+                res["restarts"] = []
+            self.state.changed.set()
+        log.info("cleanup: %s: failures and fail counts reset by admin request", app)
+        self.state.event(f"{app}: cleanup", "admin request")
+        self.supervisors[app].wake.set()
+
+    def resource_action(self, app, res_name, action):
+        spec = next((r for r in self.config["apps"][app]["resources"] if r["name"] == res_name), None)
+        if spec is None:
+            raise KeyError(f"no resource {res_name!r} in app {app!r}")
+        plugin = self.registry.get(spec["plugin"])
+        if action not in plugin.actions() and action not in ("start", "stop", "alive", "promote", "demote"):
+            raise ValueError(f"plugin {plugin.name} has no action {action!r} (actions: {', '.join(plugin.actions()) or 'none'})")
+        return Caller(f"{app}/{res_name}:{action}").call(plugin.bind(action, spec["args"]), spec["timeout"])
+
+    # ----- reload and stop ------------------------------------------------------------
+
+    def reload(self):
+        path = self.config.get("_path")
+        try:
+            new = config_mod.load(path, self.me)
+        except config_mod.ConfigError as exc:
+            message = f"reload of {path} refused, still running the previous config: " + "; ".join(exc.errors)
+            log.error("failed: %s", message)
+            self.state.set_config_error(message)
+            self.state.event("reload refused", "; ".join(exc.errors))
+            return
+        if new["cluster"] != self.config["cluster"] or new["node"] != self.config["node"]:
+            log.warning("reload: cluster and node settings changed; they apply at the next restart "
+                        "(systemctl restart hado); apps and monitors are applied now")
+            new["cluster"], new["node"] = self.config["cluster"], self.config["node"]
+        old_apps = self.apps_config()
+        self.config = new
+        self.registry = Registry(new["node"]["plugin_dirs"])
+        self.monitor_stop.set()
+        for monitor in self.monitors:
+            monitor.join(timeout=1.0)
+        self.start_monitors()
+        new_apps = self.apps_config()
+        changed = [a for a in old_apps if old_apps[a] != new_apps.get(a)]
+        for app in changed:
+            sup = self.supervisors.pop(app)
+            sup.stop_on_exit = app not in new_apps
+            sup.exit.set()
+            sup.wake.set()
+            sup.join(timeout=sum(r["stop_timeout"] for r in old_apps[app]["resources"]) + 5)
+            if app not in new_apps:
+                self.state.remove_app(app)
+        self.start_apps(probe=True, names=[a for a in new_apps if a in changed or a not in old_apps])
+        self.state.set_config_error(None)
+        log.info("reloaded: %s (%d app(s) changed or added, %d removed)", path,
+                 len([a for a in new_apps if a in changed or a not in old_apps]),
+                 len([a for a in old_apps if a not in new_apps]))
+        self.state.event("config reloaded", path)
+
+    def stop(self):
+        log.info("stopping: node %s stops its apps (resources in reverse order)", self.me)
+        systemd.notify("STOPPING=1")
+        for sup in self.supervisors.values():
+            sup.exit.set()
+            sup.wake.set()
+        for app, sup in self.supervisors.items():
+            budget = sum(r["stop_timeout"] for r in self.config["apps"][app]["resources"]) + 5
+            sup.join(timeout=budget)
+            if sup.is_alive():
+                log.error("failed: app %s did not stop within %g s", app, budget)
+        self.monitor_stop.set()
+        if self.heartbeats:
+            self.heartbeats.stopping.set()
+            self.heartbeats.join(timeout=2)
+        self.api.stop()
+        log.info("stopped: node %s", self.me)
+
+    def summary(self):
+        snap = self.state.snapshot(self.dead_after)
+        up = 1 + sum(1 for p in snap["peers"].values() if p["up"])
+        parts = [f"{app} {entry['role']}" for app, entry in sorted(snap["apps"].items())]
+        return f"{', '.join(parts) or 'no apps'}; {up}/{len(self.config['cluster']['nodes'])} nodes, " \
+               f"quorum {'ok' if snap['quorum']['ok'] else 'lost'}"
+
+    def install_signals(self):
+        def on_term(signum, frame):
+            self.flags["stop"] = True
+            self.wakeup.set()
+
+        def on_hup(signum, frame):
+            self.flags["reload"] = True
+            self.wakeup.set()
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+        signal.signal(signal.SIGHUP, on_hup)
+
+
+def split_listen(listen):
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def read_secret(path):
+    """The cluster secret; refuses a file that others can read."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise config_mod.ConfigError([f"cluster.secret_file: cannot read {path}: {exc.strerror} "
+                                      f"(create one with: hado keygen {path})"]) from None
+    if mode & 0o077:
+        raise config_mod.ConfigError([f"cluster.secret_file: {path} is readable by others (mode {mode & 0o777:o}); "
+                                      f"run: chmod 600 {path}"])
+    with open(path, "rb") as f:
+        secret = f.read().strip()
+    if len(secret) < 16:
+        raise config_mod.ConfigError([f"cluster.secret_file: {path} holds fewer than 16 bytes; use hado keygen"])
+    return secret
+
+
+def read_token(path):
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            token = f.read().strip()
+    except OSError as exc:
+        raise config_mod.ConfigError([f"node.token_file: cannot read {path}: {exc.strerror}"]) from None
+    if not token:
+        raise config_mod.ConfigError([f"node.token_file: {path} is empty"])
+    return token

@@ -1,0 +1,310 @@
+"""The one locked table every thread writes its observations into.
+
+Monitors, resource supervisors and the heartbeat thread write here through small
+methods that each update one entry; the election loop and the API read consistent
+copies (``snapshot()``, ``report()``). Every entry says what and why: a status, since
+when (wall clock, for humans), a message. Decisions use monotonic times only.
+"""
+
+import collections
+import copy
+import datetime
+import threading
+import time
+
+from . import __version__, states
+
+EVENTS_KEPT = 200
+
+
+def wall(ts=None):
+    """An ISO-8601 UTC time for humans (never used in decisions)."""
+    dt = datetime.datetime.fromtimestamp(time.time() if ts is None else ts, datetime.timezone.utc)
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class State:
+    """The state table of one node.
+
+    ``self._lock`` guards every attribute below it; ``changed`` is set after any
+    update that may alter a decision, and wakes the election loop.
+    """
+
+    def __init__(self, node, cluster, clock=time.monotonic):
+        self.clock = clock
+        self.changed = threading.Event()
+        self._lock = threading.RLock()
+        # --- guarded by _lock ---
+        self.node = node
+        self.cluster = cluster
+        self.started = clock()
+        self.standby = False
+        self.maintenance = False
+        self.quorum = {"ok": False, "votes": 0, "needed": 1}
+        self.quorum_until = None      # monotonic time when our quorum lapses (None: never lapses)
+        self.voters = []              # peer names whose answers count as votes
+        self.needed = 1               # votes needed, ours included
+        self.fresh_for = 1.0          # an answer counts as a vote this long after its request was sent
+        self.rejected = {}            # kind -> count, for messages from unknown senders
+        self.last_rejection = None
+        self.monitors = {}            # system monitors: name -> entry
+        self.apps = {}                # name -> app entry
+        self.peers = {}               # name -> peer entry (with the last report, kept apart)
+        self.events = collections.deque(maxlen=EVENTS_KEPT)
+        self.config_error = None
+        self.notes = {}               # free-form facts for the status (e.g. "witness": True)
+
+    # ----- writers -------------------------------------------------------------
+
+    def _touch(self):
+        self.changed.set()
+
+    def event(self, what, why=""):
+        with self._lock:
+            self.events.append({"at": wall(), "what": what, "why": why})
+
+    def set_flag(self, name, value):
+        """standby / maintenance"""
+        with self._lock:
+            setattr(self, name, bool(value))
+            self._touch()
+
+    def set_config_error(self, message):
+        with self._lock:
+            self.config_error = message
+
+    def configure_quorum(self, voters, needed, fresh_for):
+        with self._lock:
+            self.voters, self.needed, self.fresh_for = list(voters), needed, fresh_for
+            self._recompute_quorum(self.clock())
+
+    def _recompute_quorum(self, now):
+        """Votes = us + peers whose answer came to a request sent less than fresh_for ago.
+
+        quorum_until is when the votes will drop below needed unless new answers come.
+        It is computed on every answer, so readers in any thread see it exact.
+        """
+        sent = sorted((self.peers[p]["answered_sent"] for p in self.voters
+                       if p in self.peers and self.peers[p]["answered_sent"] is not None), reverse=True)
+        fresh = [t for t in sent if now - t < self.fresh_for]
+        votes = 1 + len(fresh)
+        self.quorum = {"ok": votes >= self.needed, "votes": votes, "needed": self.needed}
+        if self.needed <= 1:
+            self.quorum_until = None
+        elif len(sent) >= self.needed - 1:
+            self.quorum_until = sent[self.needed - 2] + self.fresh_for
+        else:
+            self.quorum_until = self.started  # never had quorum: lapsed from the start
+
+    def refresh_quorum(self):
+        with self._lock:
+            old = self.quorum["ok"]
+            self._recompute_quorum(self.clock())
+            if self.quorum["ok"] != old:
+                self._touch()
+            return dict(self.quorum)
+
+    def add_app(self, name, resources, monitors):
+        with self._lock:
+            old = self.apps.get(name, {})
+            entry = {
+                "role": old.get("role", states.STANDBY), "active_node": old.get("active_node"),
+                "eligible": old.get("eligible", False), "why_not": old.get("why_not"),
+                "reason": old.get("reason", f"{name}: waiting for the first decision"),
+                "epoch": old.get("epoch", 0), "desired": old.get("desired", states.STANDBY),
+                "run_clones": old.get("run_clones", False),
+                "failure": old.get("failure"), "move": old.get("move"),
+                "monitors": {m: old.get("monitors", {}).get(m, new_monitor()) for m in monitors},
+                "resources": {r: old.get("resources", {}).get(r, new_resource()) for r in resources},
+            }
+            self.apps[name] = entry
+
+    def remove_app(self, name):
+        with self._lock:
+            self.apps.pop(name, None)
+
+    def set_monitors(self, names):
+        with self._lock:
+            self.monitors = {m: self.monitors.get(m, new_monitor()) for m in names}
+
+    def update_monitor(self, app, name, **fields):
+        """Record a monitor's state; ``app`` None for a system monitor."""
+        with self._lock:
+            table = self.monitors if app is None else self.apps[app]["monitors"]
+            entry = table.setdefault(name, new_monitor())
+            if "ok" in fields and fields["ok"] != entry["ok"]:
+                entry["since"] = wall()
+                self._touch()
+            entry.update(fields)
+
+    def update_resource(self, app, name, **fields):
+        with self._lock:
+            entry = self.apps[app]["resources"][name]
+            new = fields.get("state")
+            if new is not None and new != entry["state"]:
+                allowed = states.RESOURCE_EDGES[entry["state"]]
+                if new not in allowed:
+                    raise ValueError(f"resource {app}/{name}: illegal transition {entry['state']} -> {new} "
+                                     f"(allowed: {', '.join(sorted(allowed))})")
+                entry["since"] = wall()
+                self._touch()
+            entry.update(fields)
+
+    def update_app(self, app, **fields):
+        with self._lock:
+            entry = self.apps[app]
+            if any(entry.get(k) != v for k, v in fields.items()):
+                self._touch()
+            entry.update(fields)
+
+    def peer_answer(self, name, sent_at, report):
+        """A valid, signed answer from ``name`` to our request sent at ``sent_at``."""
+        with self._lock:
+            peer = self.peers.setdefault(name, new_peer())
+            peer["answered_sent"] = max(peer["answered_sent"] or 0, sent_at)
+            peer["evidence"] = max(peer["evidence"] or 0, sent_at)
+            if peer["report"] != report:
+                self._touch()
+            peer["report"] = report
+            peer["error"] = None
+            old = self.quorum["ok"]
+            self._recompute_quorum(self.clock())
+            if self.quorum["ok"] != old:
+                self._touch()
+
+    def peer_request(self, name, at):
+        """A valid, signed request from ``name``: evidence that it is alive (not quorum)."""
+        with self._lock:
+            peer = self.peers.setdefault(name, new_peer())
+            peer["evidence"] = max(peer["evidence"] or 0, at)
+
+    def peer_error(self, name, kind, message):
+        """An invalid message claiming to come from ``name``; None for an unknown sender."""
+        with self._lock:
+            if name is None:
+                self.rejected[kind] = self.rejected.get(kind, 0) + 1
+                self.last_rejection = message
+                return
+            peer = self.peers.setdefault(name, new_peer())
+            peer["rejected"][kind] = peer["rejected"].get(kind, 0) + 1
+            peer["error"] = message
+
+    def peer_unreachable(self, name, message):
+        with self._lock:
+            self.peers.setdefault(name, new_peer())["error"] = message
+
+    # ----- readers -------------------------------------------------------------
+
+    def holding_lapsed(self, now=None):
+        """True when our quorum has lapsed: we must not claim to run anything."""
+        with self._lock:
+            now = self.clock() if now is None else now
+            return self.quorum_until is not None and now >= self.quorum_until
+
+    def _reported_role(self, app, now):
+        """The role we tell others: never active/starting once our quorum lapsed."""
+        role = self.apps[app]["role"]
+        if role in (states.ACTIVE, states.STARTING) and self.quorum_until is not None and now >= self.quorum_until:
+            return states.STOPPING
+        return role
+
+    def report(self, peer_status, healthy, why_unhealthy):
+        """The compact, signed-heartbeat view of this node (see election.py)."""
+        with self._lock:
+            now = self.clock()
+            return {
+                "node": self.node, "cluster": self.cluster, "standby": self.standby,
+                "maintenance": self.maintenance, "healthy": healthy, "why_unhealthy": why_unhealthy,
+                "peers": dict(peer_status),
+                "apps": {name: {"role": self._reported_role(name, now), "eligible": app["eligible"],
+                                "why_not": app["why_not"], "epoch": app["epoch"],
+                                "active_node": app["active_node"],
+                                "move_to": (app["move"] or {}).get("to")}
+                         for name, app in self.apps.items()},
+            }
+
+    def peer_records(self):
+        with self._lock:
+            return copy.deepcopy(self.peers)
+
+    def snapshot(self, dead_after=None):
+        """The state document (DESIGN.md "The state document"), a deep copy."""
+        with self._lock:
+            now = self.clock()
+            healthy = all(m["ok"] is not False for m in self.monitors.values() if m.get("vital", True))
+            peers = {}
+            for name, peer in self.peers.items():
+                seen = None if not peer["evidence"] else round(now - peer["evidence"], 2)
+                peers[name] = {"up": bool(seen is not None and dead_after is not None and seen < dead_after),
+                               "last_seen_s": seen, "error": peer["error"],
+                               "rejected": dict(peer["rejected"])}
+            apps = {}
+            for name, app in self.apps.items():
+                apps[name] = {
+                    "role": self._reported_role(name, now), "active_node": app["active_node"],
+                    "eligible": app["eligible"], "reason": app["reason"], "epoch": app["epoch"],
+                    "failure": public_expiry(app["failure"], now), "move": public_expiry(app["move"], now),
+                    "monitors": {m: public_monitor(e) for m, e in app["monitors"].items()},
+                    "resources": {r: public_resource(e) for r, e in app["resources"].items()},
+                }
+            return {
+                "node": self.node, "cluster": self.cluster, "version": __version__,
+                "uptime_s": round(now - self.started, 1), "healthy": healthy,
+                "standby": self.standby, "maintenance": self.maintenance,
+                "quorum": dict(self.quorum), "peers": peers,
+                "monitors": {m: public_monitor(e) for m, e in self.monitors.items()},
+                "apps": apps, "events": list(self.events),
+                "config_error": self.config_error,
+                "rejected": {"counts": dict(self.rejected), "last": self.last_rejection},
+                **copy.deepcopy(self.notes),
+            }
+
+    def app_entry(self, app):
+        """A copy of one app's entry without its monitors and resources."""
+        with self._lock:
+            return {k: copy.deepcopy(v) for k, v in self.apps[app].items() if k not in ("monitors", "resources")}
+
+    def resource_entry(self, app, name):
+        with self._lock:
+            return copy.deepcopy(self.apps[app]["resources"][name])
+
+    def internal(self):
+        """A deep copy of the raw tables, for the node's own decisions."""
+        with self._lock:
+            return {"apps": copy.deepcopy(self.apps), "monitors": copy.deepcopy(self.monitors),
+                    "standby": self.standby, "maintenance": self.maintenance,
+                    "quorum_until": self.quorum_until}
+
+
+def new_monitor():
+    return {"ok": None, "since": wall(), "message": "not checked yet", "passes": 0, "fails": 0,
+            "vital": True, "last_check": None}
+
+
+def new_resource():
+    return {"state": states.STOPPED, "alive": None, "fail_count": 0, "since": wall(),
+            "message": "not probed yet", "restarts": [], "promoted": False}
+
+
+def new_peer():
+    return {"answered_sent": None, "evidence": None, "report": None, "error": None, "rejected": {}}
+
+
+def public_monitor(entry):
+    return {"ok": entry["ok"], "since": entry["since"], "message": entry["message"],
+            "vital": entry.get("vital", True)}
+
+
+def public_resource(entry):
+    return {"state": entry["state"], "alive": entry["alive"], "fail_count": entry["fail_count"],
+            "since": entry["since"], "message": entry["message"], "promoted": entry.get("promoted", False)}
+
+
+def public_expiry(record, now):
+    """A failure or move record with its expiry in seconds from now."""
+    if not record:
+        return None
+    out = {k: v for k, v in record.items() if k != "until"}
+    if record.get("until") is not None:
+        out["expires_in_s"] = round(max(0.0, record["until"] - now), 1)
+    return out

@@ -1,0 +1,181 @@
+"""Test helpers: real hado daemons as subprocesses on loopback, and polling with deadlines."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port(host="127.0.0.1"):
+    """A port free for both TCP (API) and UDP (heartbeats) on ``host``."""
+    for _ in range(50):
+        tcp = socket.socket()
+        tcp.bind((host, 0))
+        port = tcp.getsockname()[1]
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            udp.bind((host, port))
+            return port
+        except OSError:
+            continue
+        finally:
+            tcp.close()
+            udp.close()
+    raise RuntimeError("no free port")
+
+
+def wait_for(condition, timeout=10.0, interval=0.05, what="condition"):
+    """Poll ``condition()`` until it returns a truthy value; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = condition()
+        except (OSError, ValueError, KeyError) as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
+
+
+def http(url, body=None, token=None, timeout=2.0):
+    """(status, parsed JSON) for a GET, or a POST when ``body`` is given."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw.strip().startswith((b"{", b"[")) else raw.decode()
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw)
+        except ValueError:
+            return exc.code, raw.decode(errors="replace")
+
+
+class Daemon:
+    """One `python3 -m hado` process."""
+
+    def __init__(self, config_path, node, port, workdir, log_level="debug", extra_env=None):
+        self.config_path, self.node, self.port = str(config_path), node, port
+        self.workdir = Path(workdir)
+        self.log_path = self.workdir / f"{node}.out"
+        self.log_level = log_level
+        self.env = dict(os.environ, PYTHONUNBUFFERED="1", **(extra_env or {}))
+        self.env.pop("NOTIFY_SOCKET", None)
+        self.env.pop("JOURNAL_STREAM", None)
+        self.proc = None
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "hado", "--foreground", "--config", self.config_path,
+                                      "--node", self.node, "--log-level", self.log_level],
+                                     cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        log.close()
+        return self
+
+    def state(self, timeout=2.0):
+        status, doc = http(self.url + "/v1/state", timeout=timeout)
+        assert status == 200, doc
+        return doc
+
+    def try_state(self):
+        try:
+            return self.state(timeout=1.0)
+        except (OSError, AssertionError, ValueError):
+            return None
+
+    def wait_ready(self, timeout=15.0):
+        return wait_for(self.try_state, timeout, what=f"{self.node} API to answer")
+
+    def app(self, name):
+        return self.state()["apps"][name]
+
+    def signal(self, signum):
+        self.proc.send_signal(signum)
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def terminate(self, timeout=30.0):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            return self.proc.wait(timeout=timeout)
+        return self.proc.returncode if self.proc else None
+
+    def log(self):
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+
+def write_config(path, config):
+    Path(path).write_text(json.dumps(config, indent=2))
+    return path
+
+
+def read_log(path):
+    """Lines of a dummy resource's log: [(monotonic_ns, event, node)]."""
+    path = Path(str(path) + ".log")
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        ns, event, node = line.split()
+        out.append((int(ns), event, node))
+    return out
+
+
+def holding_intervals(logs, end_ns=None):
+    """node -> [(start_ns, stop_ns)] from dummy logs (start ... stop pairs)."""
+    end_ns = end_ns or time.monotonic_ns()
+    intervals, open_at = {}, {}
+    for ns, event, node in sorted(logs):
+        if event == "start":
+            open_at.setdefault(node, ns)
+        elif event == "stop" and node in open_at:
+            intervals.setdefault(node, []).append((open_at.pop(node), ns))
+    for node, ns in open_at.items():
+        intervals.setdefault(node, []).append((ns, end_ns))
+    return intervals
+
+
+def overlaps(logs, allowed=()):
+    """Every time span during which two nodes held the resource at once.
+
+    ``allowed`` is a list of (node, from_ns, to_ns) windows in which that node's holding
+    does not count (a frozen node that was known to be killed or woken up).
+    """
+    intervals = holding_intervals(logs)
+    spans = []
+    nodes = sorted(intervals)
+    for i, a in enumerate(nodes):
+        for b in nodes[i + 1:]:
+            for a0, a1 in intervals[a]:
+                for b0, b1 in intervals[b]:
+                    lo, hi = max(a0, b0), min(a1, b1)
+                    if lo < hi and not any(n in (a, b) and f <= lo and hi <= t for n, f, t in allowed):
+                        spans.append((a, b, lo, hi))
+    return spans
