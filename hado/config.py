@@ -258,6 +258,11 @@ def validate(raw, node_name=None, registry=None):
         v.error("node.name", f"this node is {name!r} (from {'--node' if node_name else 'node.name' if node['name'] else 'the hostname'}), "
                              f"which is not in cluster.nodes ({', '.join(cluster['nodes'])}); use --node NAME")
     node["name"] = name
+    # One file for every node: "{node}" in any string argument becomes this node's name.
+    for spec in list(config["monitors"].values()) + [m for a in config["apps"].values() for m in a["monitors"].values()] \
+            + [r for a in config["apps"].values() for r in a["resources"]]:
+        if isinstance(spec.get("args"), dict):
+            spec["args"] = expand_node(spec["args"], name)
     me = cluster["nodes"].get(name, {})
     if node["listen"] is None and "host" in me:
         node["listen"] = f"{me['host']}:{me['port']}"
@@ -318,6 +323,17 @@ def validate(raw, node_name=None, registry=None):
                                       f"stop before others take over; a resource slower than that can run twice. "
                                       f"Configure cluster.fence, a larger dead_after, or shorter stop timeouts")
     return config, v.errors, v.warnings
+
+
+def expand_node(value, name):
+    """Replace "{node}" in every string inside ``value`` (dicts and lists walked)."""
+    if isinstance(value, str):
+        return value.replace("{node}", name)
+    if isinstance(value, list):
+        return [expand_node(v, name) for v in value]
+    if isinstance(value, dict):
+        return {k: expand_node(v, name) for k, v in value.items()}
+    return value
 
 
 def load(path, node_name=None):

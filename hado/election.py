@@ -22,7 +22,8 @@ the last one received, however old, for a down node)::
     {"standby": False, "healthy": True, "why_unhealthy": None,
      "peers": {"node-b": "up", ...},
      "apps": {"web": {"role": "active", "eligible": True, "why_not": None,
-                      "epoch": 3, "active_node": "node-a", "move_to": None}}}
+                      "epoch": 3, "active_node": "node-a", "move_to": None,
+                      "claim": False}}}
 
 The rules, in order (docs/cluster.rst explains the timing that makes them safe):
 
@@ -35,8 +36,13 @@ The rules, in order (docs/cluster.rst explains the timing that makes them safe):
 3. this node is active only if it is the winner, has quorum, and nothing says another
    node may still run the app: no other up node holds it (active, starting, stopping),
    no up peer sees another node as active, every node whose last word was "holding" is
-   down in every up peer's view too (and fenced, if fencing is configured), and every
-   node was heard from at least once or is down.
+   down in every up peer's view too, silent for ``takeover_after`` (and fenced, if
+   fencing is configured), and every node was heard from at least once or is down;
+4. a winner that does not run the app yet first publishes a *claim* and starts only
+   when every up peer has answered a request sent after the claim, none of them
+   claiming it too: two nodes whose views differed for a moment (one saw a node
+   eligible, the other not yet) both claim, see each other, and the lower-ranked
+   yields. ``view["confirmed"][app]`` lists the peers that answered since our claim.
 """
 
 from . import states
@@ -173,7 +179,7 @@ def decide_app(view, app, fence_configured=False, fenced=()):
     my_role = mine.get("role", states.STANDBY)
     winner, why_winner = choose_winner(view, app)
     seen = believed_active(view, app)
-    decision = {"app": app, "active": False, "winner": winner, "active_node": seen,
+    decision = {"app": app, "active": False, "winner": winner, "active_node": seen, "claim": False,
                 "epoch": mine.get("epoch", 0), "fence": None, "waiting": False,
                 "run_clones": bool(quorum["ok"] and why_not_candidate(view, me, app) is None)}
     votes = f"quorum {quorum['votes']}/{len(nodes)}"
@@ -196,11 +202,30 @@ def decide_app(view, app, fence_configured=False, fenced=()):
         else:
             decision["reason"] = f"{app}: standby on {me} because {why_winner}"
         return decision
-    waits, fence = blockers(view, app, fence_configured, fenced)
-    if waits and my_role not in RUNNING:
-        decision.update(waiting=True, fence=fence)
-        decision["reason"] = f"{app}: waiting on {me} (elected: {why_winner}) because {'; '.join(waits)}"
-        return decision
+    if my_role not in RUNNING:
+        # Not running yet: claim the app, and start only once every up peer has answered
+        # a request sent after the claim without claiming or holding it itself.
+        decision["claim"] = True
+        waits, fence = blockers(view, app, fence_configured, fenced)
+        rivals = [n for n in up_nodes(view) if n != me and app_report(nodes[n], app).get("claim")
+                  and app_report(nodes[n], app).get("role") not in RUNNING]
+        better = [n for n in rivals if rank(view, n) < rank(view, me)]
+        if better:
+            decision["claim"] = False
+            decision["reason"] = (f"{app}: standby on {me} because {better[0]} claims it too and ranks higher "
+                                  f"({describe_priority(view, better[0])}); views differed for a moment")
+            return decision
+        waits += [f"{n} claims it too (it ranks lower and must yield first)" for n in rivals]
+        if mine.get("claim"):
+            unconfirmed = [n for n in up_nodes(view) if n != me and n not in view.get("confirmed", {}).get(app, ())]
+            if unconfirmed:
+                waits.append(f"{', '.join(unconfirmed)} must answer once after our claim")
+        else:
+            waits.append("our claim must reach every peer first")
+        if waits:
+            decision.update(waiting=True, fence=fence)
+            decision["reason"] = f"{app}: waiting on {me} (elected: {why_winner}) because {'; '.join(waits)}"
+            return decision
     decision["active"] = True
     if my_role not in RUNNING or not mine.get("epoch"):
         # A new term: newer than any this node has heard of, so it wins any conflict

@@ -237,8 +237,13 @@ class Node:
             nodes[name] = node
         apps = {app: {"stickiness": spec["stickiness"], "preferred": spec["preferred"], "preempt": spec["preempt"]}
                 for app, spec in self.config["apps"].items()}
+        confirmed = {}
+        for app in apps:
+            since = self.state.app_entry(app).get("claim_since") if app in self.supervisors else None
+            confirmed[app] = sorted(p for p, r in records.items()
+                                    if since is not None and (r.get("answered_sent") or 0) > since)
         return {"me": self.me, "quorum": self.state.refresh_quorum(), "dead_after": self.dead_after,
-                "takeover_after": self.takeover_after(), "nodes": nodes, "apps": apps}
+                "takeover_after": self.takeover_after(), "nodes": nodes, "apps": apps, "confirmed": confirmed}
 
     def takeover_after(self):
         """Seconds of silence before taking over from a node whose resources hold a lease.
@@ -299,6 +304,13 @@ class Node:
                 reason = f"STANDBY: {reason}"
         fields = {"desired": desired, "reason": reason, "active_node": decision["active_node"],
                   "run_clones": decision["run_clones"] and not hold}
+        if decision["claim"] and not hold:
+            if entry.get("claim_since") is None:
+                fields["claim_since"] = self.clock()
+        elif entry.get("claim_since") is not None and not decision["active"]:
+            fields["claim_since"] = None
+        if decision["active"]:
+            fields["claim_since"] = None
         if decision["active"] and not hold and entry["desired"] != states.ACTIVE:
             fields["epoch"] = decision["epoch"]       # a new term as holder of the app
         if decision["active"] and not hold and (peers_changed or entry["desired"] != states.ACTIVE):

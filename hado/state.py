@@ -113,7 +113,7 @@ class State:
                 "reason": old.get("reason", f"{name}: waiting for the first decision"),
                 "epoch": old.get("epoch", 0), "desired": old.get("desired", states.STANDBY),
                 "run_clones": old.get("run_clones", False),
-                "failure": old.get("failure"), "move": old.get("move"),
+                "failure": old.get("failure"), "move": old.get("move"), "claim_since": old.get("claim_since"),
                 "monitors": {m: old.get("monitors", {}).get(m, new_monitor()) for m in monitors},
                 "resources": {r: old.get("resources", {}).get(r, new_resource()) for r in resources},
             }
@@ -204,6 +204,8 @@ class State:
     def _reported_role(self, app, now):
         """The role we tell others: never active/starting once our quorum lapsed."""
         role = self.apps[app]["role"]
+        if self.apps[app]["desired"] == states.ACTIVE and role in (states.STANDBY, states.FAILED):
+            role = states.STARTING   # decided, the supervisor has not begun yet: say so already
         if role in (states.ACTIVE, states.STARTING) and self.quorum_until is not None and now >= self.quorum_until:
             return states.STOPPING
         return role
@@ -219,6 +221,7 @@ class State:
                 "apps": {name: {"role": self._reported_role(name, now), "eligible": app["eligible"],
                                 "why_not": app["why_not"], "epoch": app["epoch"],
                                 "active_node": app["active_node"],
+                                "claim": app.get("claim_since") is not None,
                                 "move_to": (app["move"] or {}).get("to")}
                          for name, app in self.apps.items()},
             }

@@ -179,3 +179,83 @@ def overlaps(logs, allowed=()):
                     if lo < hi and not any(n in (a, b) and f <= lo and hi <= t for n, f, t in allowed):
                         spans.append((a, b, lo, hi))
     return spans
+
+
+class Cluster:
+    """Several real daemons on 127.0.0.1, one config file, dummy resources that log."""
+
+    def __init__(self, workdir, names=("node-a", "node-b", "node-c"), priorities=None, heartbeat=0.2,
+                 dead_after=1.0, apps=None, witness=(), extra_cluster=None, secret=b"0123456789abcdef0123456789abcdef"):
+        self.dir = Path(workdir)
+        self.names = list(names)
+        priorities = priorities or {n: 100 - 10 * i for i, n in enumerate(self.names)}
+        self.ports = {n: free_port() for n in self.names}
+        secret_file = self.dir / "secret"
+        secret_file.write_bytes(secret)
+        secret_file.chmod(0o600)
+        self.res_path = self.dir / "res"   # one dummy state file per node: res-<node>
+        self.config = {
+            "cluster": {"name": "test", "secret_file": str(secret_file), "heartbeat": heartbeat,
+                        "dead_after": dead_after,
+                        "nodes": {n: {"url": f"http://127.0.0.1:{self.ports[n]}", "priority": priorities.get(n, 0),
+                                      "witness": n in witness} for n in self.names},
+                        **(extra_cluster or {})},
+            "apps": apps if apps is not None else {"web": {"resources": [self.dummy("r")]}},
+        }
+        self.config_path = write_config(self.dir / "config.json", self.config)
+        self.daemons = {n: Daemon(self.config_path, n, self.ports[n], self.dir) for n in self.names}
+        self.kills = []   # (node, monotonic_ns) of kill -9s, for the overlap checker
+
+    def dummy(self, name, **extra):
+        # "{node}" is replaced by each node's name: one state file and log per node
+        return {"name": name, "plugin": "dummy", "args": {"path": str(self.dir / f"{name}-{{node}}"), "node": "{node}"},
+                "interval": 0.2, **extra}
+
+    def start(self, *names):
+        for n in names or self.names:
+            self.daemons[n].start()
+        for n in names or self.names:
+            self.daemons[n].wait_ready()
+        return self
+
+    def __getitem__(self, name):
+        return self.daemons[name]
+
+    def states(self, names=None):
+        return {n: self.daemons[n].try_state() for n in (names or self.names) if self.daemons[n].alive()}
+
+    def active(self, app="web", names=None):
+        """Nodes whose state says role active for ``app``."""
+        return sorted(n for n, s in self.states(names).items() if s and s["apps"].get(app, {}).get("role") == "active")
+
+    def wait_active(self, app="web", names=None, timeout=15.0, exclude=()):
+        def one():
+            act = self.active(app, names)
+            return act[0] if len(act) == 1 and act[0] not in exclude else None
+        return wait_for(one, timeout, what=f"exactly one active node for {app}")
+
+    def agree(self, app="web", names=None):
+        states = self.states(names)
+        seen = {s["apps"][app]["active_node"] for s in states.values() if s}
+        return seen.pop() if len(seen) == 1 else None
+
+    def kill(self, name):
+        self.kills.append((name, time.monotonic_ns()))
+        self.daemons[name].kill()
+
+    def stop_all(self):
+        for d in self.daemons.values():
+            d.kill()
+
+    def logs(self, name="r"):
+        """Holding log of a dummy resource, per node."""
+        out = []
+        for path in self.dir.glob(f"{name}-*.log"):
+            for line in path.read_text().splitlines():
+                ns, event, node = line.split()
+                out.append((int(ns), event, node))
+        return sorted(out)
+
+    def holds(self, name="r"):
+        """Nodes whose dummy state file exists now."""
+        return sorted(n for n in self.names if (self.dir / f"{name}-{n}").exists())

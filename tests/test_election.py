@@ -8,14 +8,24 @@ NAMES = ["node-a", "node-b", "node-c", "node-d", "node-e"]
 ROLES = ["active", "starting", "stopping", "standby", "failed"]
 
 
-def report(role="standby", eligible=True, epoch=0, active_node=None, move_to=None, peers=None, standby=False):
+def report(role="standby", eligible=True, epoch=0, active_node=None, move_to=None, peers=None, standby=False,
+           claim=False):
     return {"standby": standby, "healthy": True, "why_unhealthy": None, "peers": peers or {},
             "apps": {"web": {"role": role, "eligible": eligible, "why_not": None if eligible else "is in standby",
-                             "epoch": epoch, "active_node": active_node, "move_to": move_to}}}
+                             "epoch": epoch, "active_node": active_node, "move_to": move_to,
+                             "claim": claim}}}
 
 
 def view_for(me, reports, up, priorities, app=None, silent=None, takeover_after=2.0):
-    """The view node ``me`` has when every node in ``up`` sees exactly ``up``."""
+    """The view node ``me`` has when every node in ``up`` sees exactly ``up``.
+
+    ``me`` has published its claim and every up peer has answered since (so a winner
+    that does not run the app yet may start, unless something else blocks it).
+    """
+    import copy
+    reports = copy.deepcopy(reports)
+    if reports[me]["apps"]["web"]["role"] not in ("active", "starting"):
+        reports[me]["apps"]["web"]["claim"] = True
     total = len(reports)
     votes = len(up) if me in up else 1
     nodes = {}
@@ -25,7 +35,8 @@ def view_for(me, reports, up, priorities, app=None, silent=None, takeover_after=
                        "silent_s": 0.1 if status == "up" else (silent if silent is not None else 9.0),
                        "report": rep}
     return {"me": me, "quorum": election.quorum(votes, total), "dead_after": 2.0, "takeover_after": takeover_after,
-            "nodes": nodes, "apps": {"web": app or {"stickiness": True, "preferred": None, "preempt": False}}}
+            "nodes": nodes, "apps": {"web": app or {"stickiness": True, "preferred": None, "preempt": False}},
+            "confirmed": {"web": sorted(n for n in up if n != me)}}
 
 
 @st.composite
@@ -39,7 +50,8 @@ def clusters(draw):
         peers = {p: ("up" if (p in up and name in up) else "down") for p in names if p != name}
         reports[name] = report(role=draw(st.sampled_from(ROLES)), eligible=draw(st.booleans()),
                                epoch=draw(st.integers(0, 3)), active_node=draw(st.sampled_from(names + [None])),
-                               move_to=draw(st.sampled_from(names + [None] * 3)), peers=peers)
+                               move_to=draw(st.sampled_from(names + [None] * 3)), peers=peers,
+                               claim=draw(st.booleans()))
     app = {"stickiness": draw(st.booleans()), "preferred": draw(st.sampled_from(names + [None])),
            "preempt": draw(st.booleans())}
     return reports, up, priorities, app
