@@ -54,6 +54,8 @@ class Node:
         self.fenced = set()
         self.fencing = {}          # node -> thread running the fence
         self.loop_turns = 0
+        self.watchdog = systemd.watchdog_interval()   # seconds between WATCHDOG=1, or None
+        self.last_ping = 0.0
         self.ready = False
         self.secret = b""
         self.token = None
@@ -124,8 +126,6 @@ class Node:
 
     def run(self):
         """The election loop, on the main thread, until SIGTERM."""
-        watchdog = systemd.watchdog_interval()
-        last_ping = 0.0
         while not self.flags["stop"]:
             if self.flags["reload"]:
                 self.flags["reload"] = False
@@ -136,16 +136,28 @@ class Node:
             except Exception:  # loop boundary: record it, keep electing
                 log.exception("failed: election turn crashed; going on")
             self.loop_turns += 1
-            now = self.clock()
-            if watchdog and now - last_ping >= watchdog and self.threads_alive():
-                systemd.notify("WATCHDOG=1\nSTATUS=" + self.summary())
-                last_ping = now
+            self.keepalive()
             self.wakeup.wait(self.next_wait())
         self.stop()
+
+    def keepalive(self):
+        """WATCHDOG=1 to systemd, but only while every hado thread is alive."""
+        if self.watchdog and self.clock() - self.last_ping >= self.watchdog and self.threads_alive():
+            systemd.notify("WATCHDOG=1\nSTATUS=" + self.summary())
+            self.last_ping = self.clock()
+
+    def join(self, thread, timeout):
+        """Join ``thread`` from the main thread without starving systemd's watchdog."""
+        deadline = self.clock() + timeout
+        while thread.is_alive() and self.clock() < deadline:
+            thread.join(timeout=min(0.2, max(0.0, deadline - self.clock())))
+            self.keepalive()
 
     def next_wait(self):
         """Sleep until the next heartbeat, or exactly until our quorum would lapse."""
         wait = self.heartbeat
+        if self.watchdog:
+            wait = min(wait, self.watchdog)
         until = self.state.quorum_until
         if until is not None and self.state.quorum["ok"]:
             wait = min(wait, max(0.005, until - self.clock() + 0.001))
@@ -179,35 +191,31 @@ class Node:
         return out
 
     def health(self):
-        snap = self.state.internal()
-        for name, monitor in snap["monitors"].items():
-            if monitor["ok"] is False and monitor.get("vital", True):
-                return False, f"is unhealthy (monitor {name}: {monitor['message']})"
+        failed = self.state.vital_failure()
+        if failed:
+            return False, f"is unhealthy (monitor {failed[0]}: {failed[1]})"
         return True, None
 
     def eligibility(self, now, healthy, why_unhealthy):
         """app -> reason it cannot run here (None when it can); expires old failures and moves."""
         out = {}
-        internal = self.state.internal()
-        for app, entry in internal["apps"].items():
-            failure, move = entry.get("failure"), entry.get("move")
+        standby = self.state.standby
+        for app, (failure, move, active_node, failing) in self.state.eligibility_inputs().items():
             if failure and failure.get("until") is not None and now >= failure["until"]:
                 self.state.update_app(app, failure=None)
                 self.state.event(f"{app}: failure expired", failure["reason"])
                 log.info("expired: %s: failure_timeout passed, the app may run here again", app)
                 failure = None
-            if move and (now >= move["until"] or entry.get("active_node") == move["to"]):
+            if move and now >= move["until"]:
                 self.state.update_app(app, move=None)
+                log.warning("expired: move of %s to %s did not complete within its time", app, move["to"])
             why = None
-            if internal["standby"]:
+            if standby:
                 why = "is in standby"
             elif not healthy:
                 why = why_unhealthy
-            else:
-                for name, monitor in entry["monitors"].items():
-                    if monitor["ok"] is False and monitor.get("vital", True):
-                        why = f"fails app monitor {name}: {monitor['message']}"
-                        break
+            elif failing:
+                why = f"fails app monitor {failing[0]}: {failing[1]}"
             if why is None and failure:
                 until = "or failure_timeout" if failure.get("until") is not None else "only"
                 why = f"has a failure: {failure['reason']} (cleared by hado cleanup {app} {until})"
@@ -272,6 +280,7 @@ class Node:
         for app, why in self.eligibility(now, healthy, why_unhealthy).items():
             self.state.update_app(app, eligible=why is None and not self.witness, why_not=why)
         view = self.view(now)
+        self.finish_moves(view)
         self.state.notes["takeover_after_s"] = round(view["takeover_after"], 2)
         decisions = election.decide(view, fence_configured=self.config["cluster"]["fence"] is not None,
                                     fenced=self.fenced)
@@ -287,6 +296,18 @@ class Node:
             for decision in decisions.values():
                 if decision.get("fence"):
                     self.fence(decision["fence"])
+
+    def finish_moves(self, view):
+        """A move is done once its target runs the app in a newer term than at the request."""
+        for app, entry in self.state.eligibility_inputs().items():
+            move = entry[1]
+            if not move:
+                continue
+            target = election.app_report(view["nodes"].get(move["to"], {}), app)
+            if target.get("role") == states.ACTIVE and (target.get("epoch") or 0) > move["epoch"]:
+                self.state.update_app(app, move=None)
+                log.info("moved: %s now runs on %s", app, move["to"])
+                self.state.event(f"{app}: moved to {move['to']}", "the admin's move is complete")
 
     def apply(self, app, decision, hold, peers_changed):
         entry = self.state.app_entry(app)
@@ -341,6 +362,8 @@ class Node:
         def work():
             plugin = self.registry.get(spec["plugin"])
             ok, value = Caller(f"fence:{node}").call(plugin.bind("fence", spec["args"], node=node), spec["timeout"])
+            if ok and value is False:   # only raising signals failure, but False is no success either
+                ok, value = False, "fence() returned False"
             if ok:
                 log.warning("fenced: %s by plugin %s; it may be taken over now", node, spec["plugin"])
                 self.state.event(f"fenced {node}", f"plugin {spec['plugin']} succeeded")
@@ -394,7 +417,8 @@ class Node:
         why = election.why_not_candidate(view, target, app)
         if why:
             raise ValueError(f"cannot move {app} to {target}: {target} {why}")
-        self.state.update_app(app, move={"to": target, "at": wall(),
+        epoch = max((election.app_report(n, app).get("epoch") or 0) for n in view["nodes"].values())
+        self.state.update_app(app, move={"to": target, "at": wall(), "epoch": epoch,
                                          "until": self.clock() + ttl})
         log.info("move: %s to %s by admin request", app, target)
         self.state.event(f"{app}: move to {target}", "admin request")
@@ -441,7 +465,7 @@ class Node:
         self.registry = Registry(new["node"]["plugin_dirs"])
         self.monitor_stop.set()
         for monitor in self.monitors:
-            monitor.join(timeout=1.0)
+            self.join(monitor, 1.0)
         self.start_monitors()
         new_apps = self.apps_config()
         changed = [a for a in old_apps if old_apps[a] != new_apps.get(a)]
@@ -450,7 +474,7 @@ class Node:
             sup.stop_on_exit = app not in new_apps
             sup.exit.set()
             sup.wake.set()
-            sup.join(timeout=sum(r["stop_timeout"] for r in old_apps[app]["resources"]) + 5)
+            self.join(sup, sum(r["stop_timeout"] + r["start_timeout"] for r in old_apps[app]["resources"]) + 5)
             if app not in new_apps:
                 self.state.remove_app(app)
         self.start_apps(probe=True, names=[a for a in new_apps if a in changed or a not in old_apps])
@@ -468,7 +492,7 @@ class Node:
             sup.wake.set()
         for app, sup in self.supervisors.items():
             budget = sum(r["stop_timeout"] for r in self.config["apps"][app]["resources"]) + 5
-            sup.join(timeout=budget)
+            self.join(sup, budget)
             if sup.is_alive():
                 log.error("failed: app %s did not stop within %g s", app, budget)
         self.monitor_stop.set()

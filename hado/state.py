@@ -269,7 +269,26 @@ class State:
 
     def resource_entry(self, app, name):
         with self._lock:
-            return copy.deepcopy(self.apps[app]["resources"][name])
+            entry = self.apps[app]["resources"][name]
+            return dict(entry, restarts=list(entry["restarts"]))   # flat but for one list
+
+    def vital_failure(self):
+        """(monitor name, message) of a failed vital system monitor, else None."""
+        with self._lock:
+            for name, monitor in self.monitors.items():
+                if monitor["ok"] is False and monitor.get("vital", True):
+                    return name, monitor["message"]
+            return None
+
+    def eligibility_inputs(self):
+        """app -> (failure, move, active_node, failed vital app monitor or None)."""
+        with self._lock:
+            out = {}
+            for app, entry in self.apps.items():
+                failing = next(((m, e["message"]) for m, e in entry["monitors"].items()
+                                if e["ok"] is False and e.get("vital", True)), None)
+                out[app] = (copy.copy(entry["failure"]), copy.copy(entry["move"]), entry["active_node"], failing)
+            return out
 
     def internal(self):
         """A deep copy of the raw tables, for the node's own decisions."""

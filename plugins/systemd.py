@@ -14,7 +14,11 @@ unit counts as started once it sent READY=1. A unit that systemd marked failed i
 reset first (``systemctl reset-failed``), so systemd's start rate limit does not
 overrule hado's own ``max_restarts``. ``stop`` is ``systemctl stop UNIT`` and succeeds
 when the unit is already inactive or not even loaded. ``alive`` is
-``systemctl is-active --quiet UNIT`` (active or reloading). ``reload`` is
+``systemctl is-active UNIT``: True when active or reloading, False when inactive,
+failed or not found; a unit still activating or deactivating is neither, so alive
+fails with its state (``the unit is activating (start-pre), neither running nor
+stopped``) and hado treats it as "may be running": it is stopped on a standby node,
+and ``start`` waits for it on the active one. ``reload`` is
 ``systemctl reload UNIT``. A failure carries systemctl's exit code, its message and the
 unit's state, e.g. ``systemctl start web.service: exit code 1: Job for web.service failed
 because the control process exited with error code. (unit now failed, result
@@ -62,13 +66,26 @@ def stop(unit, systemctl=("systemctl",), timeout=90):
     raise _failure("stop", unit, systemctl, timeout, proc)
 
 
+# is-active exits 3 for these too, but the unit's processes may run (or be about to):
+# "not running" would let a restarted hado take a unit its predecessor left starting
+# for stopped, and leave it running on a standby node.
+TRANSITIONAL = ("activating", "deactivating")
+
+
 def alive(unit, systemctl=("systemctl",), timeout=90):
-    """True when ``systemctl is-active --quiet UNIT`` exits 0 (active or reloading)."""
-    proc = _systemctl(systemctl, ["is-active", "--quiet", unit], timeout, check=False)
+    """True when ``systemctl is-active UNIT`` says active or reloading (exit 0), False
+    when inactive, failed or not found; PluginError while it is activating or
+    deactivating (hado then counts it as possibly running)."""
+    proc = _systemctl(systemctl, ["is-active", unit], timeout, check=False)
     if proc.returncode == 0:
         return True
+    state = proc.stdout.strip()
     if proc.returncode in (3, 4) and not proc.stderr.strip():
-        return False   # 3: inactive, failed, activating, deactivating; 4: no such unit
+        if state in TRANSITIONAL:
+            sub = _show(unit, systemctl, timeout, ("SubState",)).get("SubState")
+            raise PluginError(f"systemctl is-active {unit}: the unit is {state}"
+                              f"{f' ({sub})' if sub else ''}, neither running nor stopped")
+        return False   # 3: inactive, failed; 4: no such unit
     raise _failure("is-active", unit, systemctl, timeout, proc)
 
 
@@ -87,9 +104,9 @@ def _systemctl(systemctl, args, timeout, check):
     return run([*systemctl, *args], timeout=timeout, check=check)
 
 
-def _show(unit, systemctl, timeout):
+def _show(unit, systemctl, timeout, props=("LoadState", "ActiveState", "Result")):
     """LoadState, ActiveState and Result of the unit ({} when systemd cannot tell)."""
-    proc = _systemctl(systemctl, ["show", "--property=LoadState,ActiveState,Result", "--", unit],
+    proc = _systemctl(systemctl, ["show", f"--property={','.join(props)}", "--", unit],
                       timeout, check=False)
     return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
 

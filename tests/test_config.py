@@ -182,3 +182,8 @@ def test_bad_listen(listen):
     raw = base()
     raw["node"] = {"listen": listen}
     assert any(e.startswith("node.listen: expected HOST:PORT") for e in errors_of(raw))
+
+
+def test_admin_docs_carry_the_current_config_reference():
+    """docs/admin.rst embeds `python3 -m hado config-reference`: keep it regenerated."""
+    assert config.reference() in (REPO / "docs" / "admin.rst").read_text()

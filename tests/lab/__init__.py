@@ -1,0 +1,1 @@
+"""A network lab in Linux network namespaces for HA-DO's lab tests (see netlab.py)."""
