@@ -19,7 +19,7 @@ from . import election, states, systemd
 from .monitor import Monitor
 from .peers import Heartbeats
 from .plugin import Caller, PluginError, Registry
-from .resource import AppSupervisor
+from .resource import AppSupervisor, Leases
 from .state import State, wall
 
 log = logging.getLogger("hado.node")
@@ -46,6 +46,7 @@ class Node:
         self.monitor_stop = threading.Event()
         self.supervisors = {}
         self.heartbeats = None
+        self.leases = None
         self.api = None
         self.flags = {"stop": False, "reload": False}
         self.wakeup = self.state.changed
@@ -86,6 +87,8 @@ class Node:
             self.heartbeats.start()
         self.start_monitors()
         self.start_apps(probe=True)
+        self.leases = Leases(self.state, self.supervisors, self.heartbeat, self.clock)
+        self.leases.start()
         self.ready = True
         systemd.notify("READY=1\nSTATUS=" + self.summary())
         log.info("started: node %s is ready (%d app(s), %d peer(s))", self.me, len(self.supervisors), len(peers))
@@ -164,7 +167,7 @@ class Node:
         return wait
 
     def threads_alive(self):
-        threads = list(self.monitors) + list(self.supervisors.values()) + [self.api.thread]
+        threads = list(self.monitors) + list(self.supervisors.values()) + [self.api.thread, self.leases]
         if self.heartbeats:
             threads.append(self.heartbeats)
         dead = [t.name for t in threads if not t.is_alive()]
@@ -496,6 +499,7 @@ class Node:
             if sup.is_alive():
                 log.error("failed: app %s did not stop within %g s", app, budget)
         self.monitor_stop.set()
+        self.leases.stopping.set()
         if self.heartbeats:
             self.heartbeats.stopping.set()
             self.heartbeats.join(timeout=2)

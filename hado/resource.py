@@ -111,7 +111,7 @@ class AppSupervisor(threading.Thread):
             self.bring_down(keep_clones=app["run_clones"])
         self.observe()
         if desired == states.ACTIVE and not self.state.holding_lapsed():
-            self.renew(app.get("announce", 0))
+            self.announce(app.get("announce", 0))
         self.publish_role()
 
     def bring_up(self, promote, only_clones=False):
@@ -259,17 +259,11 @@ class AppSupervisor(threading.Thread):
         self.state.event(f"{self.app}: failed on this node", why)
         self.wake.set()
 
-    def renew(self, announce_seq):
-        """Leases and re-announcements of running resources (ipaddr and the like)."""
-        now = self.clock()
+    def announce(self, announce_seq):
+        """Re-announce running resources (ipaddr's gratuitous ARP) when the node asks."""
         for res in self.resources:
             if self.entry(res)["state"] != states.STARTED:
                 continue
-            if res.plugin.function("renew") and now - res.last_renew >= self.heartbeat * 0.9:
-                res.last_renew = now
-                ok, value = res.call("renew", res.spec["timeout"])
-                if not ok:
-                    self.say(logging.WARNING, "failed", res, f"renew failed: {value}")
             if res.plugin.function("announce") and res.announced != announce_seq:
                 res.announced = announce_seq
                 ok, value = res.call("announce", res.spec["timeout"])
@@ -316,3 +310,47 @@ class AppSupervisor(threading.Thread):
                      app["role"], role)
             self.state.event(f"{self.app}: {app['role']} -> {role}", app["reason"])
         self.state.update_app(self.app, role=role)
+
+
+class Leases(threading.Thread):
+    """The ``leases`` thread: renews every lease (``renew()``) every heartbeat.
+
+    A resource with a kernel-enforced lease (ipaddr's ``valid_lft``) vanishes by itself
+    unless renewed, so renewals must not wait behind a slow start or stop in the app's
+    supervisor: they have this thread of their own. Renewals happen only while the app
+    is desired active here and our quorum holds; a failed renewal wakes the supervisor,
+    whose alive() check then handles the resource like any other failure.
+    """
+
+    def __init__(self, state, supervisors, heartbeat, clock):
+        super().__init__(name="leases", daemon=True)
+        self.state, self.supervisors, self.heartbeat, self.clock = state, supervisors, heartbeat, clock
+        self.stopping = threading.Event()
+        self.turns = 0
+
+    def run(self):
+        while not self.stopping.is_set():
+            started = self.clock()
+            try:
+                self.renew_all()
+            except Exception:  # loop boundary
+                log.exception("failed: lease renewal loop; going on")
+            self.turns += 1
+            self.stopping.wait(max(0.0, self.heartbeat - (self.clock() - started)))
+
+    def renew_all(self):
+        for app, sup in list(self.supervisors.items()):
+            try:
+                entry = self.state.app_entry(app)
+            except KeyError:
+                continue   # removed by a reload
+            if entry["desired"] != states.ACTIVE or self.state.holding_lapsed():
+                continue
+            for res in sup.resources:
+                if not res.plugin.function("renew") or sup.entry(res)["state"] != states.STARTED:
+                    continue
+                ok, value = res.call("renew", min(res.spec["timeout"], max(2 * self.heartbeat, 1.0)))
+                if not ok:
+                    log.warning("failed: %s/%s: renew failed: %s", app, res.name, value)
+                    res.next_check = 0.0
+                    sup.wake.set()

@@ -13,11 +13,12 @@ Arguments:
   dual holding only announcements spread over more than a second win; the defaults
   span 2 s. The first announcement is sent before start() returns, the others from a
   short-lived thread, which stops when the address goes.
-- ``lease``: seconds (default none). The kernel deletes the address by itself when its
-  lifetime (``valid_lft``) runs out; the engine calls ``renew`` every turn while the
-  node is active with quorum, so a killed or frozen hado cannot leave the VIP behind.
-  Lifetimes are whole seconds; the kernel removes an unrenewed address up to ~0.3 s
-  after it expires.
+- ``lease``: seconds (default 1; ``null`` turns it off). The kernel deletes the address
+  by itself when its lifetime (``valid_lft``) runs out; the engine renews it every
+  heartbeat from its own ``leases`` thread while the node is active with quorum, so a
+  killed or frozen hado cannot leave the VIP behind. Lifetimes are whole seconds; the
+  kernel removes an unrenewed address up to ~0.3 s after it expires. Peers wait
+  ``max(dead_after, lease + 0.35 s + heartbeat)`` of silence before taking over.
 
 IPv4 is announced with an ARP request and an ARP reply from the address (built here,
 sent on an AF_PACKET socket); IPv6 with an unsolicited neighbour advertisement to
@@ -40,6 +41,7 @@ import threading
 from hado.plugin import PluginError, run
 
 GARP_COUNT = 5
+DEFAULT_LEASE = 1   # seconds; the engine reads this to know how long a takeover must wait
 GARP_INTERVAL = 0.5
 ETH_P_ARP = 0x0806
 ETH_BROADCAST = b"\xff" * 6
@@ -54,7 +56,7 @@ _bursts_lock = threading.Lock()
 
 
 def start(address, interface, label=None, garp_count=GARP_COUNT, garp_interval=GARP_INTERVAL,
-          lease=None):
+          lease=DEFAULT_LEASE):
     vip = _parse(address)
     _link(interface)  # a clear error for a missing interface
     argv = ["ip", "addr", "replace", str(vip), "dev", interface]  # add, or refresh if present
@@ -79,7 +81,7 @@ def alive(address, interface):
     return _holds(_link(interface), _parse(address))
 
 
-def renew(address, interface, lease=None):
+def renew(address, interface, lease=DEFAULT_LEASE):
     """Refresh the address's lifetime to ``lease`` seconds; nothing to do without a lease.
 
     Never re-adds the address: when it is gone (its lease ran out, someone removed it),

@@ -128,7 +128,7 @@ def arp_frames(frames, vip):
 @lab_test
 def test_ipaddr_start_alive_stop_are_idempotent(lab):
     host = PluginHost(lab, "node-a")
-    args = {"address": f"{lab.vip()}/24", "interface": "eth0", "label": "eth0:vip"}
+    args = {"address": f"{lab.vip()}/24", "interface": "eth0", "label": "eth0:vip", "lease": None}
     assert host.ok("ipaddr", "alive", args) is False
     host.ok("ipaddr", "start", args)
     assert host.ok("ipaddr", "alive", args) is True
@@ -148,7 +148,7 @@ def test_ipaddr_start_returns_at_once_and_announces_in_the_background(lab):
     host = PluginHost(lab, "node-a")
     vip = lab.vip()
     with PacketCapture(lab, "client", ETH_P_ARP) as capture:
-        answer = host.call("ipaddr", "start", {"address": f"{vip}/24", "interface": "eth0"})
+        answer = host.call("ipaddr", "start", {"address": f"{vip}/24", "interface": "eth0", "lease": None})
         assert answer["ok"], answer
         assert (answer["done_ns"] - answer["started_ns"]) / 1e9 < 0.5
         wait_for(lambda: len(arp_frames(capture.records(), vip)) >= 10, timeout=5,
@@ -188,7 +188,7 @@ def test_ipaddr_announce_wins_back_a_client_after_a_dual_holding(lab):
     """node-a took node-b's VIP briefly and announced last; node-b's announce() fixes it."""
     a, b = PluginHost(lab, "node-a"), PluginHost(lab, "node-b")
     vip = lab.vip()
-    args = {"address": f"{vip}/24", "interface": "eth0", "garp_count": 1}
+    args = {"address": f"{vip}/24", "interface": "eth0", "garp_count": 1, "lease": None}
     b.ok("ipaddr", "start", args)
     lab.run("client", ["ping", "-c", "1", "-W", "1", vip])
     assert neighbour_mac(lab, "client", vip) == lab.mac("node-b")
@@ -334,7 +334,7 @@ def test_ipaddr_validate_rejects_bad_addresses_and_arguments():
 
 
 def test_ipaddr_renew_without_a_lease_does_nothing():
-    assert call("ipaddr", "renew", {"address": "10.0.0.100/24", "interface": "no-such-if0"}) is None
+    assert call("ipaddr", "renew", {"address": "10.0.0.100/24", "interface": "no-such-if0", "lease": None}) is None
 
 
 # -- ping -------------------------------------------------------------------------------
