@@ -54,6 +54,7 @@ class Node:
         self.last_peer_status = {}
         self.fenced = set()
         self.fencing = {}          # node -> thread running the fence
+        self.fence_tried = {}      # node -> monotonic time of the last attempt
         self.loop_turns = 0
         self.watchdog = systemd.watchdog_interval()   # seconds between WATCHDOG=1, or None
         self.last_ping = 0.0
@@ -296,6 +297,8 @@ class Node:
                 continue
             self.apply(app, decision, hold, peers_changed)
         if self.config["cluster"]["fence"] is not None:
+            for node in [n for n in self.fenced if status.get(n) == "up"]:
+                self.fenced.discard(node)   # it is back: a new failure needs a new fence
             for decision in decisions.values():
                 if decision.get("fence"):
                     self.fence(decision["fence"])
@@ -358,8 +361,12 @@ class Node:
     # ----- fencing and notifications (never block the loop) ------------------------
 
     def fence(self, node):
+        """Run the fence plugin against ``node`` on a thread; retried every dead_after (>= 1 s)."""
         if node in self.fenced or (node in self.fencing and self.fencing[node].is_alive()):
             return
+        if self.clock() - self.fence_tried.get(node, -1e9) < max(1.0, self.dead_after):
+            return
+        self.fence_tried[node] = self.clock()
         spec = self.config["cluster"]["fence"]
 
         def work():

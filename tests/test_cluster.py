@@ -217,3 +217,25 @@ def test_secret_readable_by_others_is_refused(tmp_path):
     d = c["node-a"].start()
     assert d.proc.wait(timeout=20) == 2
     assert "readable by others" in d.log() and "chmod 600" in d.log()
+
+
+def test_fencing_runs_before_a_takeover_and_a_failing_fence_blocks_it(cluster, tmp_path):
+    flag, fenced = tmp_path / "fence-works", tmp_path / "fenced"
+    script = f'test -e {flag} && echo {{node}} >> {fenced}'
+    c = cluster(extra_cluster={"fence": {"plugin": "fence_command", "timeout": 5,
+                                         "args": {"command": ["sh", "-c", script]}}})
+    c.start()
+    assert c.wait_active() == "node-a"
+    wait_for(lambda: c.agree() == "node-a", what="agreement")
+    c.kill("node-a")
+    reason = wait_for(lambda: (r := c["node-b"].app("web")["reason"]).find("fencing it first") >= 0 and r,
+                      what="node-b waits for the fence")
+    assert "node-a was last active: fencing it first" in reason
+    time.sleep(2 * DEAD)
+    assert c.active(names=["node-b", "node-c"]) == [], "no takeover while the fence fails"
+    assert "failed: fencing node-a with plugin fence_command" in c["node-b"].log()
+    flag.write_text("")
+    assert c.wait_active(names=["node-b", "node-c"], timeout=10) == "node-b"
+    assert fenced.read_text().split() == ["node-a"]
+    events = [e["what"] for e in c["node-b"].state()["events"]]
+    assert "fenced node-a" in events
