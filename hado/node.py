@@ -434,13 +434,7 @@ class Node:
         self.state.event(f"{app}: move to {target}", "admin request")
 
     def cleanup(self, app):
-        with self.state._lock:
-            entry = self.state.apps[app]
-            entry["failure"] = None
-            for res in entry["resources"].values():
-                res["fail_count"] = 0
-                res["restarts"] = []
-            self.state.changed.set()
+        self.state.cleanup(app)
         log.info("cleanup: %s: failures and fail counts reset by admin request", app)
         self.state.event(f"{app}: cleanup", "admin request")
         self.supervisors[app].wake.set()

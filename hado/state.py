@@ -119,6 +119,16 @@ class State:
             }
             self.apps[name] = entry
 
+    def cleanup(self, app):
+        """Forget the app's failure record, fail counts and restart history."""
+        with self._lock:
+            entry = self.apps[app]
+            entry["failure"] = None
+            for res in entry["resources"].values():
+                res["fail_count"] = 0
+                res["restarts"] = []
+            self._touch()
+
     def remove_app(self, name):
         with self._lock:
             self.apps.pop(name, None)
