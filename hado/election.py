@@ -216,7 +216,9 @@ def decide_app(view, app, fence_configured=False, fenced=()):
                                   f"({describe_priority(view, better[0])}); views differed for a moment")
             return decision
         waits += [f"{n} claims it too (it ranks lower and must yield first)" for n in rivals]
-        if mine.get("claim"):
+        if len(nodes) == 1:
+            pass   # a one-node cluster has nobody to tell
+        elif mine.get("claim"):
             unconfirmed = [n for n in up_nodes(view) if n != me and n not in view.get("confirmed", {}).get(app, ())]
             if unconfirmed:
                 waits.append(f"{', '.join(unconfirmed)} must answer once after our claim")

@@ -72,7 +72,9 @@ class AppSupervisor(threading.Thread):
             else:
                 message = value if not ok else f"alive() returned {value!r:.60}, expected True/False"
                 self.set(res, state=states.R_FAILED, alive=None, message=f"probe failed: {message}")
-            log.info("probed: %s/%s: %s", self.app, res.name, self.entry(res)["message"])
+            entry = self.entry(res)
+            log.log(logging.WARNING if entry["state"] == states.R_FAILED else logging.INFO,
+                    "probed: %s/%s: %s", self.app, res.name, entry["message"])
         self.publish_role(probing=True)
 
     # ----- the loop ----------------------------------------------------------------
@@ -292,7 +294,8 @@ class AppSupervisor(threading.Thread):
         if probing or desired is None:
             running = [r for r in exclusive if self.entry(r)["state"] == states.STARTED]
             if not running:
-                role = states.STANDBY
+                # a probe that failed leaves the resource maybe running: say so to peers
+                role = states.STOPPING if self.holding() else states.STANDBY
             else:
                 role = states.ACTIVE if len(running) == len(exclusive) else states.STARTING
         elif desired == states.ACTIVE:
