@@ -4,7 +4,8 @@ Every ``heartbeat`` seconds this node sends each peer a request with a fresh non
 signed with the cluster secret, and re-sends the same request every heartbeat/4 until
 it is answered. The peer answers with its report (election.py) signed over
 ``nonce + body``. An answer is evidence from the time the request was *first sent*
-(never when the answer arrived), so a late answer can never stretch our quorum.
+(never when the answer arrived), so a late answer can never stretch our quorum. A
+peer's requests are recorded but are no evidence (docs/cluster.rst says why).
 
 Why datagrams and not HTTP: one heartbeat is then two packets, and a lost packet costs
 a re-send a quarter heartbeat later, not a TCP retransmission timeout of 0.2-1 s. With

@@ -183,10 +183,14 @@ class State:
                 self._touch()
 
     def peer_request(self, name, at):
-        """A valid, signed request from ``name``: evidence that it is alive (not quorum)."""
+        """A valid, signed request from ``name``: shown in the state, never evidence.
+
+        Only answers to our own requests make a peer up: a peer whose requests reach
+        us but whose answers do not (a one-way cut) must not look alive with a report
+        that goes stale, or nobody would ever take its app over.
+        """
         with self._lock:
-            peer = self.peers.setdefault(name, new_peer())
-            peer["evidence"] = max(peer["evidence"] or 0, at)
+            self.peers.setdefault(name, new_peer())["last_request"] = at
 
     def peer_error(self, name, kind, message):
         """An invalid message claiming to come from ``name``; None for an unknown sender."""
@@ -248,8 +252,9 @@ class State:
             peers = {}
             for name, peer in self.peers.items():
                 seen = None if not peer["evidence"] else round(now - peer["evidence"], 2)
+                asked = None if not peer["last_request"] else round(now - peer["last_request"], 2)
                 peers[name] = {"up": bool(seen is not None and dead_after is not None and seen < dead_after),
-                               "last_seen_s": seen, "error": peer["error"],
+                               "last_seen_s": seen, "last_request_s": asked, "error": peer["error"],
                                "rejected": dict(peer["rejected"])}
             apps = {}
             for name, app in self.apps.items():
@@ -319,7 +324,8 @@ def new_resource():
 
 
 def new_peer():
-    return {"answered_sent": None, "evidence": None, "report": None, "error": None, "rejected": {}}
+    return {"answered_sent": None, "evidence": None, "last_request": None, "report": None, "error": None,
+            "rejected": {}}
 
 
 def public_monitor(entry):
