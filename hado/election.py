@@ -23,7 +23,7 @@ the last one received, however old, for a down node)::
      "peers": {"node-b": "up", ...},
      "apps": {"web": {"role": "active", "eligible": True, "why_not": None,
                       "epoch": 3, "active_node": "node-a", "move_to": None,
-                      "claim": False}}}
+                      "claim": False, "claims": ["node-a"]}}}
 
 The rules, in order (docs/cluster.rst explains the timing that makes them safe):
 
@@ -39,10 +39,13 @@ The rules, in order (docs/cluster.rst explains the timing that makes them safe):
    down in every up peer's view too, silent for ``takeover_after`` (and fenced, if
    fencing is configured), and every node was heard from at least once or is down;
 4. a winner that does not run the app yet first publishes a *claim* and starts only
-   when every up peer has answered a request sent after the claim, none of them
-   claiming it too: two nodes whose views differed for a moment (one saw a node
-   eligible, the other not yet) both claim, see each other, and the lower-ranked
-   yields. ``view["confirmed"][app]`` lists the peers that answered since our claim.
+   when every up peer has answered a request sent after the claim with a report that
+   lists our claim among the claims it sees (``claims``), and no claim of another node
+   is known, directly or through a peer: two nodes whose views differ (one saw a node
+   eligible, the other not yet; or they cannot see each other but both see a third)
+   both claim, learn of each other at the latest through a common peer, and the
+   lower-ranked yields. ``view["confirmed"][app]`` lists the peers that answered since
+   our claim.
 """
 
 from . import states
@@ -207,21 +210,27 @@ def decide_app(view, app, fence_configured=False, fenced=()):
         # a request sent after the claim without claiming or holding it itself.
         decision["claim"] = True
         waits, fence = blockers(view, app, fence_configured, fenced)
-        rivals = [n for n in up_nodes(view) if n != me and app_report(nodes[n], app).get("claim")
-                  and app_report(nodes[n], app).get("role") not in RUNNING]
-        better = [n for n in rivals if rank(view, n) < rank(view, me)]
+        up = up_nodes(view)
+        rivals = {n for n in up if n != me and app_report(nodes[n], app).get("claim")
+                  and app_report(nodes[n], app).get("role") not in RUNNING}
+        for peer in up:   # claims our peers see, from nodes we may not see ourselves
+            if peer != me:
+                rivals.update(c for c in app_report(nodes[peer], app).get("claims") or () if c != me and c in nodes)
+        better = sorted((n for n in rivals if rank(view, n) < rank(view, me)), key=lambda n: rank(view, n))
         if better:
             decision["claim"] = False
             decision["reason"] = (f"{app}: standby on {me} because {better[0]} claims it too and ranks higher "
                                   f"({describe_priority(view, better[0])}); views differed for a moment")
             return decision
-        waits += [f"{n} claims it too (it ranks lower and must yield first)" for n in rivals]
+        waits += [f"{n} claims it too (it ranks lower and must yield first)" for n in sorted(rivals)]
         if len(nodes) == 1:
             pass   # a one-node cluster has nobody to tell
         elif mine.get("claim"):
-            unconfirmed = [n for n in up_nodes(view) if n != me and n not in view.get("confirmed", {}).get(app, ())]
+            answered = view.get("confirmed", {}).get(app, ())
+            unconfirmed = [n for n in up if n != me and
+                           (n not in answered or me not in (app_report(nodes[n], app).get("claims") or ()))]
             if unconfirmed:
-                waits.append(f"{', '.join(unconfirmed)} must answer once after our claim")
+                waits.append(f"{', '.join(unconfirmed)} must answer once after seeing our claim")
         else:
             waits.append("our claim must reach every peer first")
         if waits:

@@ -115,6 +115,13 @@ class Node:
         return {} if self.witness else self.config["apps"]
 
     def start_apps(self, probe, names=None):
+        if self.witness:
+            # A witness runs nothing, but it reports who it believes active and which
+            # claims it sees, like every node: the others count on that (election.py).
+            for app in self.config["apps"]:
+                self.state.add_app(app, [], [])
+                self.state.update_app(app, why_not="is a witness")
+            return
         for app, spec in self.apps_config().items():
             if names is not None and app not in names:
                 continue
@@ -293,9 +300,10 @@ class Node:
         peers_changed = status != self.last_peer_status
         self.last_peer_status = status
         for app, decision in decisions.items():
-            if app not in self.supervisors:
-                continue
-            self.apply(app, decision, hold, peers_changed)
+            if app in self.supervisors:
+                self.apply(app, decision, hold, peers_changed)
+            elif self.witness:
+                self.state.update_app(app, reason=decision["reason"], active_node=decision["active_node"])
         if self.config["cluster"]["fence"] is not None:
             for node in [n for n in self.fenced if status.get(n) == "up"]:
                 self.fenced.discard(node)   # it is back: a new failure needs a new fence

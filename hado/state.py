@@ -224,6 +224,16 @@ class State:
             return states.STOPPING
         return role
 
+    def _claims_seen(self, app, peer_status):
+        """Nodes claiming ``app`` as far as we know: us, and up peers whose last report claims."""
+        seen = [self.node] if self.apps[app].get("claim_since") is not None else []
+        for peer, status in peer_status.items():
+            report = (self.peers.get(peer) or {}).get("report") or {}
+            entry = (report.get("apps") or {}).get(app) or {}
+            if status == "up" and entry.get("claim") and entry.get("role") not in (states.ACTIVE, states.STARTING):
+                seen.append(peer)
+        return sorted(seen)
+
     def report(self, peer_status, healthy, why_unhealthy):
         """The compact, signed-heartbeat view of this node (see election.py)."""
         with self._lock:
@@ -236,6 +246,7 @@ class State:
                                 "why_not": app["why_not"], "epoch": app["epoch"],
                                 "active_node": app["active_node"],
                                 "claim": app.get("claim_since") is not None,
+                                "claims": self._claims_seen(name, peer_status),
                                 "move_to": (app["move"] or {}).get("to")}
                          for name, app in self.apps.items()},
             }

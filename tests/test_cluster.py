@@ -93,7 +93,10 @@ def test_frozen_active_node_stops_within_a_heartbeat_of_waking_and_never_claims_
 def test_two_nodes_and_a_witness_lose_one_then_both(cluster):
     c = cluster(names=("node-a", "node-b", "witness"), witness=("witness",)).start()
     assert c.wait_active() == "node-a"
-    assert c["witness"].state()["apps"] == {}, "a witness runs no apps"
+    witness_view = wait_for(lambda: (w := c["witness"].state()["apps"]["web"])["active_node"] == "node-a" and w,
+                            what="the witness sees node-a active")
+    assert witness_view["role"] == "standby"
+    assert witness_view["reason"] == "web: standby on witness because it is a witness (runs no apps)"
     c.kill("witness")
     time.sleep(DEAD * 2)
     assert c.active(names=["node-a", "node-b"]) == ["node-a"], "losing the witness moves nothing"

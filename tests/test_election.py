@@ -26,6 +26,10 @@ def view_for(me, reports, up, priorities, app=None, silent=None, takeover_after=
     reports = copy.deepcopy(reports)
     if reports[me]["apps"]["web"]["role"] not in ("active", "starting"):
         reports[me]["apps"]["web"]["claim"] = True
+        for name in up:   # every up peer has seen our claim and says so
+            if name != me:
+                claims = reports[name]["apps"]["web"].setdefault("claims", [])
+                claims.append(me)
     total = len(reports)
     votes = len(up) if me in up else 1
     nodes = {}
@@ -189,3 +193,27 @@ def test_no_eligible_node_says_why_for_each():
     d = election.decide(view_for("node-a", reports, {"node-a", "node-b"}, PRIO))["web"]
     assert d["reason"] == ("web: stopped everywhere because there is no eligible node "
                            "(node-a is in standby; node-b is in standby)")
+
+
+def test_two_nodes_that_cannot_see_each_other_learn_of_both_claims_through_a_common_peer():
+    """node-a and node-b are cut from each other, node-c sees both: each has a majority
+    with node-c and wins in its own view; node-c's report names both claims."""
+    reports = {n: report() for n in NAMES[:3]}
+    reports["node-a"]["apps"]["web"]["claim"] = True
+    reports["node-b"]["apps"]["web"]["claim"] = True
+    reports["node-c"]["apps"]["web"]["claims"] = ["node-a", "node-b"]
+    a = election.decide(view_for("node-a", reports, {"node-a", "node-c"}, PRIO))["web"]
+    b = election.decide(view_for("node-b", reports, {"node-b", "node-c"}, PRIO))["web"]
+    assert not a["active"] and "node-b claims it too (it ranks lower and must yield first)" in a["reason"]
+    assert not b["active"] and not b["claim"] and "node-a claims it too and ranks higher" in b["reason"]
+    reports["node-b"]["apps"]["web"]["claim"] = False
+    reports["node-c"]["apps"]["web"]["claims"] = ["node-a"]
+    assert election.decide(view_for("node-a", reports, {"node-a", "node-c"}, PRIO))["web"]["active"]
+
+
+def test_a_claim_counts_as_confirmed_only_once_the_peer_reports_seeing_it():
+    reports = {n: report() for n in NAMES[:3]}
+    view = view_for("node-a", reports, set(NAMES[:3]), PRIO)
+    view["nodes"]["node-c"]["report"]["apps"]["web"]["claims"] = []
+    d = election.decide(view)["web"]
+    assert not d["active"] and "node-c must answer once after seeing our claim" in d["reason"]
