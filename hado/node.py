@@ -52,10 +52,12 @@ class Node:
         self.wakeup = self.state.changed
         self.last_reason = {}
         self.last_peer_status = {}
+        self.last_report = {}
         self.fenced = set()
         self.fencing = {}          # node -> thread running the fence
         self.fence_tried = {}      # node -> monotonic time of the last attempt
         self.loop_turns = 0
+        self.takeover = self.dead_after   # seconds of silence before taking over (takeover_after)
         self.watchdog = systemd.watchdog_interval()   # seconds between WATCHDOG=1, or None
         self.last_ping = 0.0
         self.ready = False
@@ -83,11 +85,15 @@ class Node:
         log.info("started: API on http://%s:%s/ (node %s, cluster %s)", host, self.api.port, self.me, cluster["name"])
         if peers:
             self.heartbeats = Heartbeats(self.state, self.me, cluster["name"], cluster["nodes"], self.secret,
-                                         self.heartbeat, self.my_report, self.clock)
+                                         self.heartbeat, self.my_report, self.clock, self.state.my_claims)
             self.heartbeats.bind(host, self.api.port)
-            self.heartbeats.start()
         self.start_monitors()
         self.start_apps(probe=True)
+        # Peers hear from us only once our report is true: apps probed, eligibility known.
+        # (Earlier, an empty or all-ineligible report would make them elect another node.)
+        self.turn()
+        if self.heartbeats:
+            self.heartbeats.start()
         self.leases = Leases(self.state, self.supervisors, self.heartbeat, self.clock)
         self.leases.start()
         self.ready = True
@@ -169,9 +175,19 @@ class Node:
         wait = self.heartbeat
         if self.watchdog:
             wait = min(wait, self.watchdog)
+        now = self.clock()
         until = self.state.quorum_until
         if until is not None and self.state.quorum["ok"]:
-            wait = min(wait, max(0.005, until - self.clock() + 0.001))
+            wait = min(wait, max(0.005, until - now + 0.001))
+        # ... and exactly when a peer turns down or a silent holder may be taken over
+        takeover = self.takeover
+        for record in self.state.peer_records().values():
+            seen = record.get("evidence")
+            if seen is None:
+                continue
+            for deadline in (seen + self.dead_after, seen + takeover):
+                if deadline > now:
+                    wait = min(wait, deadline - now + 0.002)
         return wait
 
     def threads_alive(self):
@@ -291,8 +307,13 @@ class Node:
         for app, why in self.eligibility(now, healthy, why_unhealthy).items():
             self.state.update_app(app, eligible=why is None and not self.witness, why_not=why)
         view = self.view(now)
+        mine = view["nodes"][self.me]["report"]["apps"]
+        if mine != self.last_report and self.heartbeats:
+            self.heartbeats.poke()   # peers waiting on us (to stop, to see a holder gone) learn it at once
+        self.last_report = mine
         self.finish_moves(view)
-        self.state.notes["takeover_after_s"] = round(view["takeover_after"], 2)
+        self.takeover = view["takeover_after"]
+        self.state.notes["takeover_after_s"] = round(self.takeover, 2)
         decisions = election.decide(view, fence_configured=self.config["cluster"]["fence"] is not None,
                                     fenced=self.fenced)
         hold = not view["quorum"]["ok"] and now - self.state.started < self.dead_after
@@ -342,6 +363,8 @@ class Node:
         if decision["claim"] and not hold:
             if entry.get("claim_since") is None:
                 fields["claim_since"] = self.clock()
+                if self.heartbeats:
+                    self.heartbeats.poke()
         elif entry.get("claim_since") is not None and not decision["active"]:
             fields["claim_since"] = None
         if decision["active"]:

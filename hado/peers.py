@@ -15,8 +15,16 @@ serves the full state (``GET /v1/state``, signed when the request sends a nonce)
 
 Messages (JSON, one line, then a newline and the hex HMAC-SHA256)::
 
-    request: {"type": "ping", "cluster": C, "from": A, "to": B, "nonce": N}   signed over body
+    request: {"type": "ping", "cluster": C, "from": A, "to": B, "nonce": N, "claims": [APP...]
+              [, "poll_me": true]}                                             signed over body
     answer:  {"type": "pong", "cluster": C, "from": B, "nonce": N, "report": {...}}  signed over N + body
+
+A request carries the apps its sender claims, so the answer to it already echoes the
+claim (election.py: a claim counts once every peer lists it); a replayed request can
+only make a peer echo a claim that is no more, which delays a start, never causes one.
+``poll_me`` asks the peer to send us a request at once: a node whose roles changed
+pokes its peers that way, so a node waiting for it to stop (a move) learns it at once.
+Nudges are limited to one per heartbeat/16 and peer.
 
 A message with a bad signature, from an unknown node, for another cluster or that
 does not parse is dropped and counted; the count and the last error are in the state.
@@ -59,7 +67,7 @@ def unpack(datagram):
 class Heartbeats(threading.Thread):
     """The ``peers`` thread: sends heartbeats, answers them, records what it learns."""
 
-    def __init__(self, state, me, cluster, nodes, secret, heartbeat, report, clock):
+    def __init__(self, state, me, cluster, nodes, secret, heartbeat, report, clock, claims=lambda: []):
         super().__init__(name="peers", daemon=True)
         self.state, self.me, self.cluster = state, me, cluster
         self.nodes = nodes                      # name -> {"host", "port", ...}
@@ -67,12 +75,16 @@ class Heartbeats(threading.Thread):
         self.secret = secret
         self.heartbeat = heartbeat
         self.report = report                    # callable: our report, built fresh
+        self.claims = claims                    # callable: the apps we claim now
         self.clock = clock
         self.stopping = threading.Event()
         self.pending = {}                       # nonce -> (peer, first sent, last sent); this thread only
         self.turns = 0
         self.sock = None
         self.addresses = {}
+        self.last_asked = {}                    # peer -> when we last sent it a fresh request
+        self.poked = False
+        self.wake_r, self.wake_w = socket.socketpair()
 
     def bind(self, host, port):
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -88,32 +100,55 @@ class Heartbeats(threading.Thread):
             except OSError as exc:
                 self.state.peer_unreachable(peer, f"cannot resolve {entry['host']}: {exc}")
 
+    def poke(self):
+        """Start a round now, asking every peer to poll us back at once (a new claim)."""
+        self.poked = True
+        try:
+            self.wake_w.send(b"!")
+        except OSError:
+            pass
+
     def run(self):
         next_round = self.clock()
         while not self.stopping.is_set():
             try:
                 now = self.clock()
-                if now >= next_round:
-                    self.new_round(now)
+                if self.poked or now >= next_round:
+                    poll_me, self.poked = self.poked, False
+                    self.new_round(now, poll_me)
                     next_round = now + self.heartbeat
                 self.resend(now)
                 wait = max(0.0, min(next_round, now + self.heartbeat / 4) - self.clock())
-                readable, _, _ = select.select([self.sock], [], [], wait)
-                if readable:
+                readable, _, _ = select.select([self.sock, self.wake_r], [], [], wait)
+                if self.wake_r in readable:
+                    self.wake_r.recv(64)
+                if self.sock in readable:
                     self.drain()
             except Exception:  # loop boundary
                 log.exception("failed: heartbeat loop error; going on")
                 self.stopping.wait(0.1)
             self.turns += 1
         self.sock.close()
+        self.wake_r.close()
+        self.wake_w.close()
 
-    def new_round(self, now):
+    def new_round(self, now, poll_me=False):
         # Requests of the last round that were never answered are dropped.
         self.pending.clear()
         for peer in self.peers:
-            nonce = os.urandom(12).hex()
-            self.pending[nonce] = (peer, now, now)
-            self.send_request(peer, nonce)
+            self.ask(peer, now, poll_me)
+
+    def ask(self, peer, now, poll_me=False):
+        """Send ``peer`` a request with a fresh nonce now."""
+        nonce = os.urandom(12).hex()
+        self.pending[nonce] = (peer, now, now)
+        self.last_asked[peer] = now
+        self.send_request(peer, nonce, poll_me)
+
+    def ask_soon(self, peer, now, poll_me=False):
+        """``ask``, at most every heartbeat/16 per peer: a nudge must never become a storm."""
+        if now - self.last_asked.get(peer, -1e9) >= self.heartbeat / 16:
+            self.ask(peer, now, poll_me)
 
     def resend(self, now):
         for nonce, (peer, first, last) in list(self.pending.items()):
@@ -121,11 +156,14 @@ class Heartbeats(threading.Thread):
                 self.pending[nonce] = (peer, first, now)
                 self.send_request(peer, nonce)
 
-    def send_request(self, peer, nonce):
+    def send_request(self, peer, nonce, poll_me=False):
         address = self.addresses.get(peer)
         if address is None:
             return
-        body = {"type": "ping", "cluster": self.cluster, "from": self.me, "to": peer, "nonce": nonce}
+        body = {"type": "ping", "cluster": self.cluster, "from": self.me, "to": peer, "nonce": nonce,
+                "claims": self.claims()}
+        if poll_me:
+            body["poll_me"] = True
         self.send(peer, pack(self.secret, body), address)
 
     def send(self, peer, datagram, address):
@@ -170,7 +208,10 @@ class Heartbeats(threading.Thread):
             if body.get("to") != self.me:
                 self.state.peer_error(sender, "wrong_node", f"{sender} addressed {body.get('to')!r}, we are {self.me!r}")
                 return
-            self.state.peer_request(sender, now)
+            claims = body.get("claims")
+            self.state.peer_request(sender, now, claims if isinstance(claims, list) else None)
+            if body.get("poll_me") is True:
+                self.ask_soon(sender, now)   # it has news (a claim): fetch its report now
             answer = {"type": "pong", "cluster": self.cluster, "from": self.me, "nonce": nonce,
                       "report": self.report()}
             self.send(sender, pack(self.secret, answer, prefix=str(nonce).encode()), address)

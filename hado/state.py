@@ -176,13 +176,16 @@ class State:
             if peer["report"] != report:
                 self._touch()
             peer["report"] = report
+            peer["claims"] = sorted(app for app, entry in report["apps"].items()
+                                    if isinstance(entry, dict) and entry.get("claim")
+                                    and entry.get("role") not in (states.ACTIVE, states.STARTING))
             peer["error"] = None
             old = self.quorum["ok"]
             self._recompute_quorum(self.clock())
             if self.quorum["ok"] != old:
                 self._touch()
 
-    def peer_request(self, name, at):
+    def peer_request(self, name, at, claims=None):
         """A valid, signed request from ``name``: shown in the state, never evidence.
 
         Only answers to our own requests make a peer up: a peer whose requests reach
@@ -190,7 +193,10 @@ class State:
         that goes stale, or nobody would ever take its app over.
         """
         with self._lock:
-            self.peers.setdefault(name, new_peer())["last_request"] = at
+            peer = self.peers.setdefault(name, new_peer())
+            peer["last_request"] = at
+            if claims is not None:
+                peer["claims"] = sorted(str(c) for c in claims)
 
     def peer_error(self, name, kind, message):
         """An invalid message claiming to come from ``name``; None for an unknown sender."""
@@ -228,11 +234,14 @@ class State:
         """Nodes claiming ``app`` as far as we know: us, and up peers whose last report claims."""
         seen = [self.node] if self.apps[app].get("claim_since") is not None else []
         for peer, status in peer_status.items():
-            report = (self.peers.get(peer) or {}).get("report") or {}
-            entry = (report.get("apps") or {}).get(app) or {}
-            if status == "up" and entry.get("claim") and entry.get("role") not in (states.ACTIVE, states.STARTING):
+            # the newest word wins: its last request (which lists its claims) or answer
+            if status == "up" and app in ((self.peers.get(peer) or {}).get("claims") or ()):
                 seen.append(peer)
         return sorted(seen)
+
+    def my_claims(self):
+        with self._lock:
+            return sorted(app for app, entry in self.apps.items() if entry.get("claim_since") is not None)
 
     def report(self, peer_status, healthy, why_unhealthy):
         """The compact, signed-heartbeat view of this node (see election.py)."""
@@ -336,7 +345,7 @@ def new_resource():
 
 def new_peer():
     return {"answered_sent": None, "evidence": None, "last_request": None, "report": None, "error": None,
-            "rejected": {}}
+            "rejected": {}, "claims": []}
 
 
 def public_monitor(entry):
