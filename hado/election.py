@@ -161,7 +161,8 @@ def blockers(view, app, fence_configured=False, fenced=()):
         still_seen = [p for p in up if p != me and
                       ((nodes[p].get("report") or {}).get("peers") or {}).get(name) != "down"]
         if still_seen:
-            waits.append(f"{name} was last {last_word} and {', '.join(still_seen)} not yet see it down")
+            verb = "does" if len(still_seen) == 1 else "do"
+            waits.append(f"{name} was last {last_word} and {', '.join(still_seen)} {verb} not see it down yet")
         elif fence_configured and name not in fenced:
             fence = name
             waits.append(f"{name} was last {last_word}: fencing it first")
