@@ -82,7 +82,13 @@ class Handler(BaseHTTPRequestHandler):
         log.debug("api: %s %s", self.client_address[0], fmt % args)
 
     def send_json(self, status, doc, extra_headers=None):
-        body = (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode()
+        # Pretty for people (a browser asks for text/html; ?pretty works anywhere), compact
+        # for programs: json's C encoder only serves indent=None, ten times faster.
+        headers = getattr(self, "headers", None)
+        pretty = "pretty" in self.path.partition("?")[2] if hasattr(self, "path") else True
+        if headers and "text/html" in headers.get("Accept", ""):
+            pretty = True
+        body = (json.dumps(doc, indent=2 if pretty else None) + "\n").encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

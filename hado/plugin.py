@@ -113,6 +113,7 @@ class Plugin:
         doc = inspect.getdoc(module) or ""
         self.doc = doc
         self.summary = doc.splitlines()[0] if doc else "(no docstring)"
+        self._signatures = {}   # function name -> its parameters, read once
         self.kinds = [kind for kind, names in KIND_FUNCTIONS.items()
                       if all(callable(getattr(module, n, None)) for n in names)]
 
@@ -185,7 +186,9 @@ class Plugin:
         fn = self.function(fname)
         if fn is None:
             raise PluginError(f"plugin '{self.name}' has no function {fname}()")
-        params = inspect.signature(fn).parameters
+        if fname not in self._signatures:
+            self._signatures[fname] = inspect.signature(fn).parameters
+        params = self._signatures[fname]
         if any(p.kind is p.VAR_KEYWORD for p in params.values()):
             kwargs = dict(args)
         else:

@@ -96,9 +96,10 @@ class AppSupervisor(threading.Thread):
             self.wake.wait(self.next_wait())
 
     def next_wait(self):
+        """Until the next alive() check is due; the node wakes us sooner on any new decision."""
         now = self.clock()
-        due = min([r.next_check for r in self.resources] + [now + self.heartbeat])
-        return max(0.05, min(due - now, self.heartbeat))
+        due = min([r.next_check for r in self.resources] + [now + 5.0])
+        return max(0.05, due - now)
 
     def turn(self):
         app = self.state.app_entry(self.app)

@@ -300,7 +300,8 @@ class State:
     def app_entry(self, app):
         """A copy of one app's entry without its monitors and resources."""
         with self._lock:
-            return {k: copy.deepcopy(v) for k, v in self.apps[app].items() if k not in ("monitors", "resources")}
+            return {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.apps[app].items()
+                    if k not in ("monitors", "resources")}   # its values are flat but for failure/move
 
     def resource_entry(self, app, name):
         with self._lock:
