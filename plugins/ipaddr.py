@@ -41,6 +41,9 @@ import threading
 from hado.plugin import PluginError, run
 
 GARP_COUNT = 5
+# $1 interface, $2 the address as a host route, $3 the address with its prefix, $4 lease, $5 nodad or nothing
+RENEW_SCRIPT = ('ip -o addr show dev "$1" to "$2" | grep -q . || exit 3; '
+                'exec ip addr change "$3" dev "$1" valid_lft "$4" preferred_lft "$4" $5')
 DEFAULT_LEASE = 1   # seconds; the engine reads this to know how long a takeover must wait
 GARP_INTERVAL = 0.5
 ETH_P_ARP = 0x0806
@@ -90,10 +93,20 @@ def renew(address, interface, lease=DEFAULT_LEASE):
     if lease is None:
         return
     vip = _parse(address)
-    if not _holds(_link(interface), vip):
+    _link(interface)  # a clear error for a missing interface
+    # The check and the change run in ONE child process. Done from here as two commands,
+    # a hado frozen (SIGSTOP, a stuck VM) between them would, on waking, run the change
+    # after the lease expired and peers took over: and for IPv4 `ip addr change`
+    # re-creates a missing address. A child process is not frozen with us.
+    host = f"{vip.ip}/{vip.max_prefixlen}"
+    proc = run(["sh", "-c", RENEW_SCRIPT, "renew", interface, host, str(vip),
+                _lifetimes(lease)[1], *_nodad(vip)], check=False)
+    if proc.returncode == 3:
         raise PluginError(f"cannot renew {vip}: it is no longer on {interface} "
                           f"(its lease ran out or someone removed it)")
-    run(["ip", "addr", "change", str(vip), "dev", interface] + _lifetimes(lease) + _nodad(vip))
+    if proc.returncode != 0:
+        raise PluginError(f"ip addr change {vip} dev {interface}: exit code {proc.returncode}: "
+                          f"{(proc.stderr or proc.stdout).strip()[:200]}")
 
 
 def announce(address, interface, garp_count=GARP_COUNT, garp_interval=GARP_INTERVAL):

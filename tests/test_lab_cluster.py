@@ -314,6 +314,19 @@ def new_role_changes(before, after):
     return [e for e in after[start:] if ROLE_CHANGE.match(e)]
 
 
+def assert_clean_handover(samples, answers, t0, first, second):
+    """``first`` held the VIP, then ``second``: never both, ``first`` gone before ``second`` came.
+
+    Returns the story (for messages), when ``first`` was gone and when ``second`` came."""
+    story = describe(samples, answers, t0)
+    assert_no_dual_holding(samples, answers, t0)
+    assert holder_sequence(samples) == [{first}, {second}], story
+    gone = first_sample(samples, lambda h: first not in h, t0)
+    added = first_sample(samples, lambda h: second in h, t0)
+    assert gone < added, story
+    return story, gone, added
+
+
 def assert_no_dual_holding(samples, answers, t0_ns):
     count, seconds = netlab.dual_holding(samples)
     assert count == 0, f"{count} samples ({seconds:.3f} s) with two VIP holders; {describe(samples, answers, t0_ns)}"
@@ -358,12 +371,7 @@ def test_active_daemon_killed_or_frozen_its_vip_expires_before_the_new_node_adds
             c.signal(first, signal.SIGCONT)
         assert_sticky(c, second, 3 * DEAD, back_ns, sampler)
         samples, answers = sampler.stop(), probe.stop()
-    story = describe(samples, answers, t0)
-    assert_no_dual_holding(samples, answers, t0)
-    assert holder_sequence(samples) == [{first}, {second}], story
-    gone = first_sample(samples, lambda h: first not in h, t0)
-    added = first_sample(samples, lambda h: second in h, t0)
-    assert gone < added, story
+    story, gone, added = assert_clean_handover(samples, answers, t0, first, second)
     # Nobody removes the address of a dead or frozen hado: only its lease does.
     assert (gone - t0) / 1e9 < 1 + 0.35 + HB + 0.15, f"the lease should have expired by now; {story}"
     took = (served - t0) / 1e9
@@ -411,12 +419,7 @@ def test_isolated_active_node_drops_its_vip_before_the_majority_adds_it(lab_clus
             assert_sticky(c, second, 3 * DEAD, back_ns, sampler)
             frames = capture.stop()
         samples, answers = sampler.stop(), probe.stop()
-    story = describe(samples, answers, t0)
-    assert_no_dual_holding(samples, answers, t0)
-    assert holder_sequence(samples) == [{first}, {second}], story
-    gone = first_sample(samples, lambda h: first not in h, t0)
-    added = first_sample(samples, lambda h: second in h, t0)
-    assert gone < added, story
+    story, gone, added = assert_clean_handover(samples, answers, t0, first, second)
     assert (gone - t0) / 1e9 < DEAD / 2 + HB + 0.3, f"the isolated node must stop within ~D/2; {story}"
     took = (served - t0) / 1e9
     assert took <= bound, f"the client waited {took:.2f} s for {second} (bound {bound:.2f} s); {story}"
