@@ -56,11 +56,10 @@ class Node:
         self.fenced = set()
         self.fencing = {}          # node -> thread running the fence
         self.fence_tried = {}      # node -> monotonic time of the last attempt
-        self.loop_turns = 0
-        self.takeover = self.dead_after   # seconds of silence before taking over (takeover_after)
+        self.takeover = self.takeover_after()   # seconds of silence before taking over; per config
+        self.state.notes["takeover_after_s"] = round(self.takeover, 2)
         self.watchdog = systemd.watchdog_interval()   # seconds between WATCHDOG=1, or None
         self.last_ping = 0.0
-        self.ready = False
         self.secret = b""
         self.token = None
 
@@ -96,7 +95,6 @@ class Node:
             self.heartbeats.start()
         self.leases = Leases(self.state, self.supervisors, self.heartbeat, self.clock)
         self.leases.start()
-        self.ready = True
         systemd.notify("READY=1\nSTATUS=" + self.summary())
         log.info("started: node %s is ready (%d app(s), %d peer(s))", self.me, len(self.supervisors), len(peers))
 
@@ -152,7 +150,6 @@ class Node:
                 self.turn()
             except Exception:  # loop boundary: record it, keep electing
                 log.exception("failed: election turn crashed; going on")
-            self.loop_turns += 1
             self.keepalive()
             self.wakeup.wait(self.next_wait())
         self.stop()
@@ -249,12 +246,12 @@ class Node:
             out[app] = why
         return out
 
-    def my_report(self):
-        """Our signed-heartbeat report (election.py's REPORT)."""
-        now = self.clock()
+    def my_report(self, status=None):
+        """Our signed-heartbeat report (election.py's REPORT); ``status`` as peer_status() gives it."""
+        if status is None:
+            status = self.peer_status(self.clock())
         healthy, why = self.health()
-        status = {peer: s for peer, (s, _) in self.peer_status(now).items()}
-        return self.state.report(status, healthy, why)
+        return self.state.report({peer: s for peer, (s, _) in status.items()}, healthy, why)
 
     def view(self, now=None):
         now = self.clock() if now is None else now
@@ -265,7 +262,7 @@ class Node:
         for name, entry in cluster["nodes"].items():
             node = {"priority": entry["priority"], "witness": entry["witness"]}
             if name == self.me:
-                node.update(status="up", silent_s=0.0, report=self.my_report())
+                node.update(status="up", silent_s=0.0, report=self.my_report(status))
             else:
                 node.update(status=status[name][0], silent_s=status[name][1],
                             report=(records.get(name) or {}).get("report"))
@@ -278,7 +275,7 @@ class Node:
             confirmed[app] = sorted(p for p, r in records.items()
                                     if since is not None and (r.get("answered_sent") or 0) > since)
         return {"me": self.me, "quorum": self.state.refresh_quorum(), "dead_after": self.dead_after,
-                "takeover_after": self.takeover_after(), "nodes": nodes, "apps": apps, "confirmed": confirmed}
+                "takeover_after": self.takeover, "nodes": nodes, "apps": apps, "confirmed": confirmed}
 
     def takeover_after(self):
         """Seconds of silence before taking over from a node whose resources hold a lease.
@@ -312,12 +309,10 @@ class Node:
             self.heartbeats.poke()   # peers waiting on us (to stop, to see a holder gone) learn it at once
         self.last_report = mine
         self.finish_moves(view)
-        self.takeover = view["takeover_after"]
-        self.state.notes["takeover_after_s"] = round(self.takeover, 2)
         decisions = election.decide(view, fence_configured=self.config["cluster"]["fence"] is not None,
                                     fenced=self.fenced)
         hold = not view["quorum"]["ok"] and now - self.state.started < self.dead_after
-        status = {p: s for p, (s, _) in self.peer_status(now).items()}
+        status = {p: node["status"] for p, node in view["nodes"].items() if p != self.me}
         peers_changed = status != self.last_peer_status
         self.last_peer_status = status
         for app, decision in decisions.items():
@@ -498,6 +493,8 @@ class Node:
         old_apps = self.apps_config()
         self.config = new
         self.registry = Registry(new["node"]["plugin_dirs"])
+        self.takeover = self.takeover_after()
+        self.state.notes["takeover_after_s"] = round(self.takeover, 2)
         self.monitor_stop.set()
         for monitor in self.monitors:
             self.join(monitor, 1.0)

@@ -79,7 +79,6 @@ class Heartbeats(threading.Thread):
         self.clock = clock
         self.stopping = threading.Event()
         self.pending = {}                       # nonce -> (peer, first sent, last sent); this thread only
-        self.turns = 0
         self.sock = None
         self.addresses = {}
         self.last_asked = {}                    # peer -> when we last sent it a fresh request
@@ -127,7 +126,6 @@ class Heartbeats(threading.Thread):
             except Exception:  # loop boundary
                 log.exception("failed: heartbeat loop error; going on")
                 self.stopping.wait(0.1)
-            self.turns += 1
         self.sock.close()
         self.wake_r.close()
         self.wake_w.close()

@@ -45,7 +45,6 @@ class AppSupervisor(threading.Thread):
         self.wake = threading.Event()       # set by the node when the desired role changes
         self.exit = threading.Event()       # set to end the thread
         self.stop_on_exit = True            # False when a reload hands the resources over
-        self.turns = 0                      # for the watchdog: proof the loop is turning
 
     # ----- small helpers ---------------------------------------------------------
 
@@ -92,7 +91,6 @@ class AppSupervisor(threading.Thread):
                 self.turn()
             except Exception:  # loop boundary: record, keep supervising
                 log.exception("failed: supervisor of app %s crashed in its turn; going on", self.app)
-            self.turns += 1
             self.wake.wait(self.next_wait())
 
     def next_wait(self):
@@ -330,7 +328,6 @@ class Leases(threading.Thread):
         super().__init__(name="leases", daemon=True)
         self.state, self.supervisors, self.heartbeat, self.clock = state, supervisors, heartbeat, clock
         self.stopping = threading.Event()
-        self.turns = 0
 
     def run(self):
         while not self.stopping.is_set():
@@ -339,7 +336,6 @@ class Leases(threading.Thread):
                 self.renew_all()
             except Exception:  # loop boundary
                 log.exception("failed: lease renewal loop; going on")
-            self.turns += 1
             self.stopping.wait(max(0.0, self.heartbeat - (self.clock() - started)))
 
     def renew_all(self):

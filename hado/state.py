@@ -326,13 +326,6 @@ class State:
                 out[app] = (copy.copy(entry["failure"]), copy.copy(entry["move"]), entry["active_node"], failing)
             return out
 
-    def internal(self):
-        """A deep copy of the raw tables, for the node's own decisions."""
-        with self._lock:
-            return {"apps": copy.deepcopy(self.apps), "monitors": copy.deepcopy(self.monitors),
-                    "standby": self.standby, "maintenance": self.maintenance,
-                    "quorum_until": self.quorum_until}
-
 
 def new_monitor():
     return {"ok": None, "since": wall(), "message": "not checked yet", "passes": 0, "fails": 0,
