@@ -1,6 +1,11 @@
 """Failover and switchover times of a 3-node cluster on loopback (prints, asserts nothing).
 
-    python3 bench/failover.py [--rounds 10] [--heartbeat 0.2] [--dead-after 1.0]
+    python3 bench/failover.py [--rounds 10] [--heartbeat 0.2] [--dead-after 1.0] [--lease 1]
+
+The resource is a dummy with 0.5 s timeouts: without a lease the majority waits for
+its stop budget (0.5 s in flight + 0.5 s stop, hado/bounds.py) on top of dead_after;
+with ``--lease`` it is a leased resource like a VIP and takeover_after is
+max(dead_after, lease + 0.35 + heartbeat).
 
 Each round: kill -9 the active node, measure from the kill to the new node's resource
 start (the dummy state file holds its time.monotonic_ns()), restart the killed node and
@@ -17,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from helpers import Cluster, http, overlaps, wait_for  # noqa: E402
+from helpers import Cluster, http, overlaps, wait_for, write_config  # noqa: E402
 
 
 def figures(label, values):
@@ -36,9 +41,12 @@ def main():
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--heartbeat", type=float, default=0.2)
     parser.add_argument("--dead-after", type=float, default=1.0)
+    parser.add_argument("--lease", type=float, default=None, help="give the dummy resource a lease (seconds)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hado-bench-") as tmp:
         c = Cluster(tmp, heartbeat=args.heartbeat, dead_after=args.dead_after)
+        c.config["apps"]["web"]["resources"] = [c.dummy("r", lease=args.lease)]
+        write_config(c.config_path, c.config)
         for d in c.daemons.values():
             d.log_level = "info"
         c.start()
@@ -68,7 +76,8 @@ def main():
                 try:
                     wait_for(lambda: c.active() == [target], 20, what="move done")
                 except AssertionError:
-                    import shutil; shutil.copytree(tmp, "/tmp/bench-fail", dirs_exist_ok=True); raise
+                    print(f"the move to {target} did not complete; logs in {tmp}")
+                    raise
                 moves.append((started_ns(c, target) - t0) / 1e9)
                 wait_for(lambda: c.agree() == target, 10, what="agreement")
                 active = target
@@ -76,7 +85,9 @@ def main():
             # A killed node's file is cleaned up when it restarts: count from that stop on again.
             spans = overlaps(c.logs(), allowed)
             overlap = sum(hi - lo for _, _, lo, hi in spans) / 1e9
-            print(f"3 nodes on loopback, heartbeat {args.heartbeat} s, dead_after {args.dead_after} s")
+            print(f"3 nodes on loopback, heartbeat {args.heartbeat} s, dead_after {args.dead_after} s, "
+                  + (f"a leased resource (lease {args.lease:g} s)" if args.lease else "an unleased resource") +
+                  f"; takeover_after {c[active].state()['takeover_after_s']} s")
             figures("failover (kill -9 -> start)", failovers)
             figures("switchover (move -> start)", moves)
             print(f"{'overlap between holders':28} {overlap:.3f} s total over {len(spans)} span(s)")

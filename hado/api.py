@@ -101,7 +101,12 @@ class Handler(BaseHTTPRequestHandler):
         for key, value in (extra_headers or {}).items():
             self.send_header(key, value)
         self.end_headers()
-        if getattr(self, "command", None) != "HEAD":
+        self.send_body(body)
+
+    def send_body(self, body):
+        """The body after the headers, except for HEAD: a HEAD gets the headers a GET
+        gets (its Content-Length too) and no body, also for errors and /metrics."""
+        if getattr(self, "command", None) != "HEAD":   # no command when the request line was garbage
             self.wfile.write(body)
 
     def error(self, status, message):
@@ -113,7 +118,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        self.send_body(body)
 
     def snapshot(self):
         node = self.server.node
@@ -227,9 +232,15 @@ class Handler(BaseHTTPRequestHandler):
             if verb == "cleanup":
                 node.cleanup(app)
                 return self.send_json(200, {"ok": True, "app": app, "cleanup": True})
+            if body.get("cancel") is True:
+                try:
+                    target = node.cancel_move(app)
+                except ValueError as exc:
+                    return self.error(409, str(exc))
+                return self.send_json(200, {"ok": True, "app": app, "cancelled": target})
             target = body.get("node")
             if not isinstance(target, str):
-                return self.error(400, 'expected {"node": "NODE"}')
+                return self.error(400, 'expected {"node": "NODE"} or {"cancel": true}')
             try:
                 node.move(app, target)
             except ValueError as exc:
@@ -242,7 +253,9 @@ class Handler(BaseHTTPRequestHandler):
                 return self.error(404, f"no app named {app!r}")
             try:
                 ok, value = node.resource_action(app, res, action)
-            except (KeyError, ValueError, PluginError) as exc:
+            except ValueError as exc:   # a life-cycle function, or no such action
+                return self.error(400, str(exc))
+            except (KeyError, PluginError) as exc:
                 return self.error(404, str(exc).strip('"'))
             if not ok:
                 return self.send_json(502, {"ok": False, "error": str(value)})

@@ -1,7 +1,6 @@
 """The command line: the daemon entry and the client commands that talk to its API."""
 
 import argparse
-import copy
 import json
 import logging
 import os
@@ -11,7 +10,7 @@ import time
 import urllib.error
 import urllib.request
 
-from . import __version__, config as config_mod, election, states, systemd
+from . import __version__, config as config_mod, election, systemd
 from .plugin import PluginError, Registry
 
 log = logging.getLogger("hado")
@@ -25,10 +24,10 @@ USAGE = """\
     keygen FILE                          write a random cluster secret (mode 0600)
     plugins                              list the plugins found, with their arguments
     standby [NODE] | online [NODE]       take a node out of / back into service
-    move APP NODE                        planned switchover of APP to NODE
+    move APP NODE | move APP --cancel    planned switchover of APP to NODE; cancel a pending one
     maintenance on|off                   stop/resume starting and stopping resources here
     cleanup APP                          forget APP's failures on this node
-    action APP RESOURCE ACTION           call a plugin action (e.g. reload) on a resource
+    action APP RESOURCE ACTION           call a plugin's own action (e.g. reload) on a resource
     demo [--duration SECONDS]            a 3-node cluster on loopback showing a failover
     config-reference                     the config keys, types and defaults (reST)
 """
@@ -67,7 +66,8 @@ def build_parser():
         p.add_argument("target", nargs="?", metavar="NODE")
     move = sub.add_parser("move")
     move.add_argument("app")
-    move.add_argument("target", metavar="NODE")
+    move.add_argument("target", metavar="NODE", nargs="?")
+    move.add_argument("--cancel", action="store_true", help="cancel the pending move requested on this node")
     maint = sub.add_parser("maintenance")
     maint.add_argument("switch", choices=["on", "off"])
     cleanup = sub.add_parser("cleanup")
@@ -102,7 +102,7 @@ def main(argv=None):
 # ----- the daemon -------------------------------------------------------------------------
 
 def run_daemon(args):
-    from .node import Node
+    from .node import Node, StartError
     systemd.setup_logging(args.log_level)
     path = args.config or config_mod.DEFAULT_PATH
     try:
@@ -122,8 +122,10 @@ def run_daemon(args):
         if node.api:
             node.api.stop()
         return 2
-    except OSError as exc:
+    except (StartError, OSError) as exc:
         log.error("failed: cannot start: %s", exc)
+        if node.api:
+            node.api.stop()
         return 1
     node.run()
     return 0
@@ -132,20 +134,31 @@ def run_daemon(args):
 # ----- offline commands -------------------------------------------------------------------
 
 def cmd_check_config(args):
+    """Exactly the checks the daemon makes before it starts (config.load), exit 2 on errors."""
     path = args.file or args.config or config_mod.DEFAULT_PATH
     try:
         config = config_mod.load(path, args.node)
     except config_mod.ConfigError as exc:
-        print(f"{path}: {len(exc.errors)} error(s):")
+        print(f"{path}: {len(exc.errors)} error(s); the daemon would refuse to start:")
         for error in exc.errors:
             print(f"  {error}")
-        return 1
+        return 2
     for warning in config["_warnings"]:
         print(f"WARNING: {warning}")
     nodes = config["cluster"]["nodes"]
     print(f"{path}: ok ({len(nodes)} node(s), {len(config['apps'])} app(s), "
-          f"{len(config['monitors'])} system monitor(s); checked as node {config['node']['name']})")
+          f"{len(config['monitors'])} system monitor(s))")
+    print(f"this node: {config['node']['name']} ({config['_identity']}); listens on {config['node']['listen']} "
+          f"(API over TCP, heartbeats over UDP)")
+    for line in safety_summary(config):
+        print(line)
     return 0
+
+
+def safety_summary(config):
+    """One line per app: the bound that keeps it on one node (docs/cluster.rst)."""
+    from .bounds import app_bounds
+    return [f"{app}: {sentence}" for app, sentence in app_bounds(config).items()]
 
 
 def cmd_keygen(args):
@@ -153,7 +166,13 @@ def cmd_keygen(args):
     if os.path.exists(path):
         print(f"hado keygen: {path} exists; not overwriting it (remove it first)", file=sys.stderr)
         return 1
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        folder = os.path.dirname(os.path.abspath(path))
+        hint = f" (create it first: mkdir -p {folder})" if not os.path.isdir(folder) else ""
+        print(f"hado keygen: cannot create {path}: {exc.strerror}{hint}", file=sys.stderr)
+        return 1
     with os.fdopen(fd, "w") as f:
         f.write(secrets.token_hex(32) + "\n")
     print(f"wrote a new cluster secret to {path} (mode 0600); copy it to every node")
@@ -199,37 +218,45 @@ class ApiError(Exception):
 
 
 def client_config(args):
-    """(config or None) read leniently: clients work without a valid config."""
+    """The config as far as a client needs it (this node's address, the nodes, the token
+    file), read even when it has other errors: a daemon keeps running the config it
+    loaded, so a file broken since must not hide it. ApiError says exactly why not."""
     path = args.config or config_mod.DEFAULT_PATH
     try:
-        return config_mod.load(path, args.node)
-    except config_mod.ConfigError:
-        return None
+        raw = config_mod.read(path)
+    except config_mod.ConfigError as exc:
+        raise ApiError(f"{exc.errors[0]} (give --config FILE, or --url http://HOST:PORT)") from None
+    config, errors, _ = config_mod.validate(raw, args.node)
+    if config["node"]["name"] is None:
+        identity = [e for e in errors if e.startswith(("--node", "HADO_NODE", "node.name"))]
+        raise ApiError(f"{path}: {identity[0] if identity else '; '.join(errors)} (or give --url http://HOST:PORT)")
+    config["_path"] = str(path)
+    return config
 
 
 def node_url(args, node=None):
     if args.url and node is None:
         return args.url.rstrip("/")
     config = client_config(args)
-    if config is None:
-        if node:
-            raise ApiError(f"cannot find node {node!r}: no readable config (use --config)")
-        return f"http://127.0.0.1:{config_mod.DEFAULT_PORT}"
     name = node or config["node"]["name"]
     entry = config["cluster"]["nodes"].get(name)
     if entry is None:
-        raise ApiError(f"unknown node {name!r} (nodes: {', '.join(config['cluster']['nodes'])})")
+        raise ApiError(f"node {name!r} is not in {config['_path']} (nodes: {', '.join(config['cluster']['nodes'])})")
     if node is None and config["node"]["listen"]:
         host, _, port = config["node"]["listen"].rpartition(":")
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
         return f"http://{host}:{port}"
+    if "host" not in entry:
+        raise ApiError(f"cluster.nodes.{name}.url in {config['_path']} is not usable: {entry.get('url')!r}")
     return entry["url"].rstrip("/")
 
 
 def token(args):
+    if args.url and not args.config:
+        return None
     config = client_config(args)
-    path = config and config["node"]["token_file"]
+    path = config["node"]["token_file"]
     if path:
         try:
             with open(path, encoding="utf-8") as f:
@@ -301,7 +328,8 @@ def format_status(snap, view=None):
     lines.append(f"Cluster {snap['cluster']}: node {snap['node']} (hado {snap['version']}, up {snap['uptime_s']:.0f} s)"
                  f"{' [' + ', '.join(flags).upper() + ']' if flags else ''}")
     lines.append(f"  health: {'healthy' if snap['healthy'] else 'UNHEALTHY'}; quorum: "
-                 f"{'ok' if q['ok'] else 'LOST'} ({q['votes']} of {q['needed']} votes needed)")
+                 f"{'ok' if q['ok'] else 'LOST'} ({q['votes']} vote{'s' if q['votes'] != 1 else ''}, "
+                 f"{q['needed']} needed)")
     if snap.get("config_error"):
         lines.append(f"  CONFIG ERROR: {snap['config_error']}")
     lines.append("")
@@ -344,7 +372,8 @@ def format_status(snap, view=None):
             left = f" (expires in {f['expires_in_s']:.0f} s)" if "expires_in_s" in f else " (until hado cleanup)"
             lines.append(f"  FAILED here: {f['reason']}{left}")
         if entry.get("move"):
-            lines.append(f"  move requested to {entry['move']['to']} (expires in {entry['move'].get('expires_in_s', 0):.0f} s)")
+            lines.append(f"  move requested to {entry['move']['to']} (expires in {entry['move'].get('expires_in_s', 0):.0f} s;"
+                         f" cancel: hado move {app} --cancel)")
         for name, m in sorted(entry["monitors"].items()):
             lines.append(f"  monitor  {name:12} {monitor_word(m):8} {m['message']}")
         for name, r in entry["resources"].items():
@@ -362,6 +391,7 @@ def monitor_word(m):
 
 
 def cmd_explain(args):
+    """The same decide() the daemon runs, on its view changed by the --if clauses."""
     view = get(args, "/v1/view")
     if args.app not in view["apps"]:
         raise ApiError(f"no app named {args.app!r} (apps: {', '.join(view['apps']) or 'none'})")
@@ -372,46 +402,23 @@ def cmd_explain(args):
             raise ApiError(f"--if {item!r}: expected NODE=down|standby|unhealthy with NODE one of "
                            f"{', '.join(view['nodes'])}")
         changes.append((name, what))
-    view = what_if(view, changes)
-    decision = election.decide(view)[args.app]
-    winner, why = election.choose_winner(view, args.app)
-    prefix = "if " + " and ".join(f"{n} were {w}" for n, w in changes) + ": " if changes else ""
-    if winner:
-        print(f"{prefix}{args.app} would be active on {winner}: {why}")
-    else:
-        print(f"{prefix}{args.app} would run nowhere: {why}")
-    print(f"on {view['me']}: {decision['reason']}")
+    try:
+        view = election.what_if(view, changes)
+    except ValueError as exc:
+        raise ApiError(f"--if: {exc}") from None
+    print(explain_text(view, args.app, changes))
     return 0
 
 
-def what_if(view, changes):
-    """A copy of ``view`` with nodes made down, standby or unhealthy (for explain)."""
-    view = copy.deepcopy(view)
-    for name, what in changes:
-        node = view["nodes"][name]
-        report = node.setdefault("report", {}) or {}
-        node["report"] = report
-        if what == "down":
-            if name == view["me"]:
-                raise ApiError("--if: this node cannot imagine itself down; ask another node")
-            node["status"] = "down"
-            node["silent_s"] = view.get("takeover_after", view["dead_after"]) + 1
-            for other in view["nodes"].values():
-                rep = other.get("report") or {}
-                if "peers" in rep:
-                    rep["peers"][name] = "down"
-                for entry in (rep.get("apps") or {}).values():
-                    if entry.get("active_node") == name:
-                        entry["active_node"] = None
-            for entry in (report.get("apps") or {}).values():
-                entry["role"] = states.STANDBY
-        else:
-            why = "is in standby (what-if)" if what == "standby" else "is unhealthy (what-if)"
-            report["standby" if what == "standby" else "healthy"] = what == "standby"
-            for entry in (report.get("apps") or {}).values():
-                entry.update(eligible=False, why_not=why, role=states.STANDBY)
-    # What a settled cluster would do: holders that stop have stopped.
-    return view
+def explain_text(view, app, changes=()):
+    decision = election.decide(view)[app]
+    node, why = election.verdict(view, app, decision)
+    prefix = "if " + " and ".join(f"{n} were {w}" for n, w in changes) + ": " if changes else ""
+    if node:
+        line = f"{prefix}{app} would be active on {node}: {why}"
+    else:
+        line = f"{prefix}{app} would run nowhere: {why}"
+    return f"{line}\non {view['me']}: {decision['reason']}"
 
 
 def cmd_standby(args, on=True):
@@ -421,8 +428,15 @@ def cmd_standby(args, on=True):
 
 
 def cmd_move(args):
+    if args.cancel:
+        doc = post(args, f"/v1/apps/{args.app}/move", {"cancel": True})
+        print(f"{doc['app']}: move to {doc['cancelled']} cancelled")
+        return 0
+    if not args.target:
+        raise ApiError("give the node to move to (hado move APP NODE), or --cancel")
     doc = post(args, f"/v1/apps/{args.app}/move", {"node": args.target})
-    print(f"{doc['app']}: moving to {doc['move_to']} (watch it with: hado status)")
+    print(f"{doc['app']}: moving to {doc['move_to']} (watch it with: hado status; cancel: hado move "
+          f"{doc['app']} --cancel)")
     return 0
 
 

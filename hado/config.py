@@ -7,7 +7,9 @@ expected, and reports them together. Unknown keys are errors.
 """
 
 import copy
+import ipaddress
 import json
+import os
 import socket
 from urllib.parse import urlsplit
 
@@ -38,7 +40,8 @@ CLUSTER = {
     "notify": (list, [], "list of {plugin, args, timeout}: told about every role decision"),
 }
 NODE = {
-    "name": (str, None, "this node's entry in cluster.nodes (default: --node, else the hostname)"),
+    "name": (str, None, "this node's entry in cluster.nodes; leave it out of a file shared by several nodes "
+                        "(found from --node, HADO_NODE, the hostname, or the node whose url address is local)"),
     "listen": (str, None, "HOST:PORT to listen on (default: host and port of this node's url)"),
     "plugin_dirs": (list, [], "directories searched for plugins before the built-in ones"),
     "token_file": ((str, type(None)), None, "file with the admin token; POSTs must send it as a Bearer token"),
@@ -216,11 +219,92 @@ class Validator:
         return spec
 
 
+class IdentityError(Exception):
+    """This machine's node cannot be found; ``key`` names what to change."""
+
+    def __init__(self, key, message):
+        super().__init__(message)
+        self.key = key
+
+
+def env_name():
+    return os.environ.get("HADO_NODE") or None
+
+
+def is_local(host):
+    """The address ``host`` (a name or a literal) resolves to, if it is on this machine
+    and not loopback; else None. Binding to port 0 succeeds only for a local address."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+    except (OSError, UnicodeError):
+        return None
+    for family, _, _, _, sockaddr in infos:
+        address = sockaddr[0]
+        try:
+            if ipaddress.ip_address(address.split("%")[0]).is_loopback:
+                continue
+        except ValueError:
+            continue
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as sock:
+                sock.bind((address, 0) if family == socket.AF_INET else (address, 0, 0, 0))
+            return address
+        except OSError:
+            continue
+    return None
+
+
+def identify(nodes, node_name=None, configured=None, hostname=None, local=is_local):
+    """``(name, how)``: which entry of ``nodes`` this machine is, and how that was found.
+
+    In this order: --node, $HADO_NODE, node.name, the hostname if it is a node name,
+    the only node of a one-node cluster, the one node whose url host is an address of
+    this machine (not loopback). Raises
+    IdentityError naming the candidates when none or several match.
+    """
+    names = ", ".join(nodes)
+    for key, value, label in (("--node", node_name, "--node"), ("HADO_NODE", env_name(), "$HADO_NODE"),
+                              ("node.name", configured, "node.name")):
+        if value:
+            if value not in nodes:
+                raise IdentityError(key, f"this node is {value!r} (from {label}), which is not in "
+                                         f"cluster.nodes ({names})")
+            return value, f"from {label}"
+    hostname = socket.gethostname() if hostname is None else hostname
+    short = hostname.split(".")[0]
+    for candidate in (hostname, short):
+        if candidate in nodes:
+            return candidate, f"the hostname is {hostname!r}"
+    if len(nodes) == 1:
+        return next(iter(nodes)), "the only node in cluster.nodes"
+    found = []
+    for name, entry in nodes.items():
+        host = entry.get("host")
+        address = local(host) if host else None
+        if address:
+            found.append((name, address))
+    if len(found) == 1:
+        name, address = found[0]
+        return name, f"its url address {address} is an address of this machine"
+    addresses = ", ".join(f"{n} {e.get('host', '?')}" for n, e in nodes.items())
+    if found:
+        raise IdentityError("--node", "cannot tell which node this machine is: the url addresses of "
+                                      f"{' and '.join(n for n, _ in found)} are all on this machine; "
+                                      "start hado with --node NAME or set HADO_NODE=NAME")
+    raise IdentityError("--node", f"cannot tell which node of cluster.nodes this machine is: the hostname "
+                                  f"{hostname!r} is not a node name and no node's url address is an address "
+                                  f"of this machine (not counting loopback) (nodes: {addresses}); start hado "
+                                  "with --node NAME or set HADO_NODE=NAME")
+
+
 def validate(raw, node_name=None, registry=None):
     """Return ``(config, errors, warnings)``; ``config`` has every default filled in.
 
     ``node_name`` (from --node) picks this node's entry in cluster.nodes; without it,
-    node.name, then the hostname is used.
+    $HADO_NODE, node.name, the hostname, then the node whose url address is local
+    (:func:`identify`). ``config["node"]["name"]`` is None when none was found, and
+    ``config["_identity"]`` says how it was found. Files named by the config are not
+    read here: :func:`load` checks them too.
     """
     if registry is None:
         plugin_dirs = []
@@ -239,9 +323,11 @@ def validate(raw, node_name=None, registry=None):
     # Nodes: a config without cluster.nodes is a one-node cluster on 127.0.0.1:6185.
     nodes_raw = cluster["nodes"]
     explicit_nodes = nodes_raw is not None
-    name = node_name or node["name"] or (socket.gethostname() if explicit_nodes else "local")
     if not explicit_nodes:
-        nodes_raw = {name: {"url": f"http://127.0.0.1:{DEFAULT_PORT}"}}
+        nodes_raw = {(node_name or env_name() or node["name"] or "local"): {"url": f"http://127.0.0.1:{DEFAULT_PORT}"}}
+    elif isinstance(nodes_raw, dict) and not nodes_raw:
+        v.error("cluster.nodes", "is empty: list every node of the cluster (this one included), "
+                                 "or leave the key out for a one-node cluster")
     cluster["nodes"] = v.named(nodes_raw, "cluster.nodes", lambda r, p: v.section(r, NODE_ENTRY, p))
     for peer, entry in cluster["nodes"].items():
         url = entry.get("url")
@@ -254,16 +340,27 @@ def validate(raw, node_name=None, registry=None):
                     entry["host"], entry["port"] = parts.hostname, parts.port or DEFAULT_PORT
                 except ValueError:
                     v.error(f"cluster.nodes.{peer}.url", f"bad port in {url!r}")
-    if cluster["nodes"] and name not in cluster["nodes"]:
-        v.error("node.name", f"this node is {name!r} (from {'--node' if node_name else 'node.name' if node['name'] else 'the hostname'}), "
-                             f"which is not in cluster.nodes ({', '.join(cluster['nodes'])}); use --node NAME")
+    name, how = None, None
+    if not explicit_nodes:
+        name, how = next(iter(cluster["nodes"])), "a one-node cluster: cluster.nodes is left out"
+    elif cluster["nodes"]:
+        try:
+            name, how = identify(cluster["nodes"], node_name, node["name"], local=is_local)
+        except IdentityError as exc:
+            v.error(exc.key, str(exc))
+    if explicit_nodes and len(cluster["nodes"]) > 1 and node["name"] and not node_name and not env_name():
+        v.warnings.append(f"node.name: {node['name']!r} in a file that lists {len(cluster['nodes'])} nodes: "
+                          f"copied unchanged to every machine, every node would believe it is {node['name']}; "
+                          "leave node.name out (each node finds its own name) or use --node / HADO_NODE")
     node["name"] = name
+    config["_identity"] = how
+    config["_listen_key"] = "node.listen" if node["listen"] is not None else f"cluster.nodes.{name}.url"
     # One file for every node: "{node}" in any string argument becomes this node's name.
     for spec in list(config["monitors"].values()) + [m for a in config["apps"].values() for m in a["monitors"].values()] \
             + [r for a in config["apps"].values() for r in a["resources"]]:
         if isinstance(spec.get("args"), dict):
-            spec["args"] = expand_node(spec["args"], name)
-    me = cluster["nodes"].get(name, {})
+            spec["args"] = expand_node(spec["args"], name or "")
+    me = cluster["nodes"].get(name, {}) if name else {}
     if node["listen"] is None and "host" in me:
         node["listen"] = f"{me['host']}:{me['port']}"
     if node["listen"] is not None:
@@ -313,15 +410,6 @@ def validate(raw, node_name=None, registry=None):
         elif len(voters) == 2:
             v.warnings.append("cluster.nodes: two nodes without a witness: if either node dies, the other "
                               "has no majority and stops every app; add a witness node")
-        if isinstance(dead, NUMBER) and isinstance(hb, NUMBER) and cluster["fence"] is None:
-            budget = dead / 2 - hb
-            for app_name, app in config["apps"].items():
-                slow = sum(r.get("stop_timeout") or 0 for r in app["resources"])
-                if slow > budget:
-                    v.warnings.append(f"apps.{app_name}: its stop timeouts add up to {slow:g} s but a node cut "
-                                      f"off from the majority has only dead_after/2 - heartbeat = {budget:g} s to "
-                                      f"stop before others take over; a resource slower than that can run twice. "
-                                      f"Configure cluster.fence, a larger dead_after, or shorter stop timeouts")
     return config, v.errors, v.warnings
 
 
@@ -336,23 +424,93 @@ def expand_node(value, name):
     return value
 
 
-def load(path, node_name=None):
-    """Read and validate ``path``; raises ConfigError with every problem found."""
+def read(path):
+    """The raw JSON document of ``path``; ConfigError when unreadable or not JSON."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
     try:
-        raw = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError([f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"]) from None
-    config, errors, warnings = validate(raw, node_name)
+
+
+def load(path, node_name=None):
+    """Read and validate ``path``, files it names included; raises ConfigError with every
+    problem found. The daemon, ``check-config`` and a reload all come through here, so
+    check-config refuses exactly what the daemon would refuse."""
+    config, errors, warnings = validate(read(path), node_name)
+    if not errors:
+        errors += file_errors(config)
     if errors:
         raise ConfigError(errors)
     config["_warnings"] = warnings
     config["_path"] = str(path)
     return config
+
+
+def file_errors(config):
+    """Errors in the files and addresses a valid config names: the secret, the token,
+    and this node's listen address (it must be an address of this machine)."""
+    errors = []
+    cluster, node = config["cluster"], config["node"]
+    if len(cluster["nodes"]) > 1:
+        try:
+            read_secret(cluster["secret_file"])
+        except ConfigError as exc:
+            errors += exc.errors
+    try:
+        read_token(node["token_file"])
+    except ConfigError as exc:
+        errors += exc.errors
+    if node["listen"]:
+        host, _, port = node["listen"].rpartition(":")
+        host = host.strip("[]")
+        if host not in ("", "0.0.0.0", "::"):
+            try:
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                with socket.socket(family, socket.SOCK_STREAM) as sock:
+                    sock.bind((host, 0))
+            except OSError as exc:
+                errors.append(f"{config['_listen_key']}: cannot listen on {host}: {exc.strerror} "
+                              f"(is {host} an address of this machine?)")
+    return errors
+
+
+def read_secret(path):
+    """The cluster secret; refuses a missing, short, or group/world-readable file."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise ConfigError([f"cluster.secret_file: cannot read {path}: {exc.strerror} "
+                           f"(create one with: hado keygen {path}, then copy it to every node)"]) from None
+    if mode & 0o077:
+        raise ConfigError([f"cluster.secret_file: {path} is readable by others (mode {mode & 0o777:o}); "
+                           f"run: chmod 600 {path}"])
+    try:
+        with open(path, "rb") as f:
+            secret = f.read().strip()
+    except OSError as exc:
+        raise ConfigError([f"cluster.secret_file: cannot read {path}: {exc.strerror}"]) from None
+    if len(secret) < 16:
+        raise ConfigError([f"cluster.secret_file: {path} holds fewer than 16 bytes; use hado keygen"])
+    return secret
+
+
+def read_token(path):
+    """The admin token of node.token_file, or None when none is configured."""
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            token = f.read().strip()
+    except OSError as exc:
+        raise ConfigError([f"node.token_file: cannot read {path}: {exc.strerror}"]) from None
+    if not token:
+        raise ConfigError([f"node.token_file: {path} is empty"])
+    return token
 
 
 def reference():

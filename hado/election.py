@@ -12,7 +12,11 @@ The view (plain dicts, as ``Node.view()`` builds it and ``GET /v1/view`` shows i
      "nodes": {"node-a": {"priority": 100, "witness": False,
                           "status": "up" | "down" | "unknown", "silent_s": 0.3,
                           "report": REPORT or None}},
-     "apps": {"web": {"stickiness": True, "preferred": None, "preempt": False}}}
+     "apps": {"web": {"stickiness": True, "preferred": None, "preempt": False,
+                      "takeover_after": 2.0, "peer_silence": 2.0, "budget": 0}}}
+
+``silent`` is, per peer, the seconds since the reporting node's last evidence of it.
+``takeover_after``, ``peer_silence`` and ``budget`` come from hado/bounds.py.
 
 ``status`` is ``up`` while the node was heard from within dead_after, ``down`` after
 dead_after of silence, ``unknown`` while this node has run shorter than dead_after and
@@ -20,7 +24,7 @@ has not heard it yet. ``report`` is the node's last signed heartbeat (our own fo
 the last one received, however old, for a down node)::
 
     {"standby": False, "healthy": True, "why_unhealthy": None,
-     "peers": {"node-b": "up", ...},
+     "peers": {"node-b": "up", ...}, "silent": {"node-b": 0.2, ...},
      "apps": {"web": {"role": "active", "eligible": True, "why_not": None,
                       "epoch": 3, "active_node": "node-a", "move_to": None,
                       "claim": False, "claims": ["node-a"]}}}
@@ -36,8 +40,10 @@ The rules, in order (docs/cluster.rst explains the timing that makes them safe):
 3. this node is active only if it is the winner, has quorum, and nothing says another
    node may still run the app: no other up node holds it (active, starting, stopping),
    no up peer sees another node as active, every node whose last word was "holding" is
-   down in every up peer's view too, silent for ``takeover_after`` (and fenced, if
-   fencing is configured), and every node was heard from at least once or is down;
+   down in every up peer's view too, silent for the app's ``takeover_after`` here and
+   for its ``peer_silence`` in every up peer's report (the stop budget of its unleased
+   resources; bounds.py), fenced first if fencing is configured, and every node was
+   heard from at least once or is down;
 4. a winner that does not run the app yet first publishes a *claim* and starts only
    when every up peer has answered a request sent after the claim with a report that
    lists our claim among the claims it sees (``claims``), and no claim of another node
@@ -47,6 +53,8 @@ The rules, in order (docs/cluster.rst explains the timing that makes them safe):
    lower-ranked yields. ``view["confirmed"][app]`` lists the peers that answered since
    our claim.
 """
+
+import copy
 
 from . import states
 
@@ -153,20 +161,41 @@ def blockers(view, app, fence_configured=False, fenced=()):
         last_word = app_report(node, app).get("role")
         if last_word not in states.HOLDING:
             continue
-        wait_for = view.get("takeover_after", view["dead_after"])
+        settings = view["apps"].get(app, {})
+        wait_for = settings.get("takeover_after", view.get("takeover_after", view["dead_after"]))
         if node.get("silent_s") is not None and node["silent_s"] < wait_for:
             waits.append(f"{name} was last {last_word} and is silent for {node['silent_s']:.1f} s, "
-                         f"under takeover_after {wait_for:.2f} s (its address lease may still hold)")
+                         f"under takeover_after {wait_for:.2f} s ({why_wait(view, app)})")
             continue
         still_seen = [p for p in up if p != me and
                       ((nodes[p].get("report") or {}).get("peers") or {}).get(name) != "down"]
         if still_seen:
             verb = "does" if len(still_seen) == 1 else "do"
             waits.append(f"{name} was last {last_word} and {', '.join(still_seen)} {verb} not see it down yet")
-        elif fence_configured and name not in fenced:
+            continue
+        budget_wait = settings.get("peer_silence", view["dead_after"])
+        if budget_wait > view["dead_after"] and not fence_configured:
+            # Every up peer must have been without news of it for that long (bounds.py):
+            # the one that heard it last bounds when its quorum lapsed.
+            short = [p for p in up if p != me and
+                     (((nodes[p].get("report") or {}).get("silent") or {}).get(name) or 0) < budget_wait]
+            if short:
+                waits.append(f"{name} was last {last_word}: {', '.join(short)} must be without news of it "
+                             f"for {budget_wait:g} s first, so that it has had its stop budget of "
+                             f"{settings.get('budget', 0):g} s to stop the app")
+                continue
+        if fence_configured and name not in fenced:
             fence = name
             waits.append(f"{name} was last {last_word}: fencing it first")
     return waits, fence
+
+
+def why_wait(view, app):
+    """What the takeover_after of ``app`` waits for, in words."""
+    settings = view["apps"].get(app, {})
+    if settings.get("budget"):
+        return f"the app's stop budget of {settings['budget']:g} s may not be over"
+    return "its address lease may still hold"
 
 
 def describe_down(view, name):
@@ -193,7 +222,8 @@ def decide_app(view, app, fence_configured=False, fenced=()):
         return decision
     if not quorum["ok"]:
         decision["reason"] = (f"{app}: stopped on {me} because it has no quorum "
-                              f"({quorum['votes']} of {quorum['needed']} votes needed)")
+                              f"({quorum['votes']} vote{'s' if quorum['votes'] != 1 else ''}, "
+                              f"{quorum['needed']} needed)")
         decision["run_clones"] = False
         return decision
     if winner is None:
@@ -254,6 +284,75 @@ def decide_app(view, app, fence_configured=False, fenced=()):
 def decide(view, fence_configured=False, fenced=()):
     """Decisions for every app in the view: app name -> decision dict."""
     return {app: decide_app(view, app, fence_configured, fenced) for app in sorted(view["apps"])}
+
+
+def what_if(view, changes):
+    """A copy of ``view`` as this node would see it if the named nodes were down, in
+    standby or unhealthy (``changes``: [(node, "down"|"standby"|"unhealthy")]), once the
+    cluster has settled: a down node has been silent long enough for every wait, its
+    vote is gone, every peer sees it down. ``hado explain`` runs decide() on it.
+    """
+    view = copy.deepcopy(view)
+    nodes = view["nodes"]
+    longest = max([a.get("takeover_after", 0) for a in view["apps"].values()] +
+                  [a.get("peer_silence", 0) for a in view["apps"].values()] +
+                  [view.get("takeover_after", 0), view["dead_after"]]) + 1
+    downed = set()
+    for name, what in changes:
+        if name not in nodes:
+            raise ValueError(f"no node {name!r} (nodes: {', '.join(nodes)})")
+        if what not in ("down", "standby", "unhealthy"):
+            raise ValueError(f"{name}={what}: expected down, standby or unhealthy")
+        node = nodes[name]
+        report = node.get("report") or {}
+        node["report"] = report
+        if what == "down":
+            if name == view["me"]:
+                raise ValueError("this node cannot imagine itself down; ask another node")
+            downed.add(name)
+            node["status"], node["silent_s"] = "down", longest
+            for entry in (report.get("apps") or {}).values():
+                entry.update(role=states.STANDBY, claim=False)
+        else:
+            why = f"is {'in standby' if what == 'standby' else 'unhealthy'} (what-if)"
+            report["standby" if what == "standby" else "healthy"] = what == "standby"
+            for entry in (report.get("apps") or {}).values():
+                entry.update(eligible=False, why_not=why, role=states.STANDBY, claim=False)
+    for other in nodes.values():
+        rep = other.get("report") or {}
+        for name in downed:
+            if isinstance(rep.get("peers"), dict):
+                rep["peers"][name] = "down"
+            if isinstance(rep.get("silent"), dict):
+                rep["silent"][name] = longest
+        for entry in (rep.get("apps") or {}).values():
+            if entry.get("active_node") in downed:
+                entry["active_node"] = None
+            if isinstance(entry.get("claims"), list):
+                entry["claims"] = [c for c in entry["claims"] if c not in downed]
+    q = view["quorum"]
+    if "voters" in q:
+        q["voters"] = [p for p in q["voters"] if p not in downed]
+        q["votes"] = 1 + len(q["voters"])
+    else:
+        q["votes"] = max(1, q["votes"] - len(downed))
+    q["ok"] = q["votes"] >= q["needed"]
+    return view
+
+
+def verdict(view, app, decision=None):
+    """``(node or None, sentence)``: where ``app`` runs, or will run once the claim and
+    waits in ``decision`` are over, as this node's decide() sees it. None: nowhere."""
+    decision = decision or decide_app(view, app)
+    me = view["me"]
+    if decision["active"]:
+        return me, decision["reason"]
+    if not view["quorum"]["ok"]:
+        return None, decision["reason"]
+    winner, why = choose_winner(view, app)
+    if winner is None:
+        return None, decision["reason"]
+    return winner, why
 
 
 def quorum(votes, total, mode="majority"):

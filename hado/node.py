@@ -9,11 +9,11 @@ reverse), monitors, heartbeats, API.
 """
 
 import logging
-import os
 import signal
 import threading
 import time
 
+from . import bounds
 from . import config as config_mod
 from . import election, states, systemd
 from .monitor import Monitor
@@ -24,9 +24,13 @@ from .state import State, wall
 
 log = logging.getLogger("hado.node")
 
-# How long after the last renewal the kernel may still hold an address with
-# valid_lft N: measured 1.0-1.3 s for N = 1 on these machines (docs/cluster.rst).
-LEASE_SLACK = 0.35
+
+# Resource functions that only the supervisor and the leases thread call.
+LIFECYCLE = ("start", "stop", "alive", "promote", "demote", "renew", "announce", "other", "validate")
+
+
+class StartError(Exception):
+    """The node cannot start (a port taken, an address not here); the message says what to change."""
 
 
 class Node:
@@ -56,8 +60,7 @@ class Node:
         self.fenced = set()
         self.fencing = {}          # node -> thread running the fence
         self.fence_tried = {}      # node -> monotonic time of the last attempt
-        self.takeover = self.takeover_after()   # seconds of silence before taking over; per config
-        self.state.notes["takeover_after_s"] = round(self.takeover, 2)
+        self.set_timings()
         self.watchdog = systemd.watchdog_interval()   # seconds between WATCHDOG=1, or None
         self.last_ping = 0.0
         self.secret = b""
@@ -69,8 +72,8 @@ class Node:
         cluster = self.config["cluster"]
         peers = [n for n in cluster["nodes"] if n != self.me]
         if peers:
-            self.secret = read_secret(cluster["secret_file"])
-        self.token = read_token(self.config["node"]["token_file"])
+            self.secret = config_mod.read_secret(cluster["secret_file"])
+        self.token = config_mod.read_token(self.config["node"]["token_file"])
         total = len(cluster["nodes"])
         needed = election.quorum(0, total, cluster["quorum"])["needed"]
         self.state.configure_quorum(peers, needed, self.dead_after / 2)
@@ -79,13 +82,23 @@ class Node:
 
         from .api import Api
         host, port = split_listen(self.config["node"]["listen"])
-        self.api = Api(self, host, port)
+        key = self.config.get("_listen_key", "node.listen")
+        try:
+            self.api = Api(self, host, port)
+        except OSError as exc:
+            raise StartError(bind_message("the API (HTTP over TCP)", host, port, exc, key)) from None
         self.api.start()
         log.info("started: API on http://%s:%s/ (node %s, cluster %s)", host, self.api.port, self.me, cluster["name"])
         if peers:
             self.heartbeats = Heartbeats(self.state, self.me, cluster["name"], cluster["nodes"], self.secret,
                                          self.heartbeat, self.my_report, self.clock, self.state.my_claims)
-            self.heartbeats.bind(host, self.api.port)
+            try:
+                self.heartbeats.bind(host, self.api.port)
+            except OSError as exc:
+                raise StartError(bind_message("heartbeats (UDP)", host, self.api.port, exc, key)) from None
+        # Apps first, so that the first result of every app monitor has an entry to go to;
+        # no resource starts before every vital monitor of its app has passed once.
+        self.register_apps()
         self.start_monitors()
         self.start_apps(probe=True)
         # Peers hear from us only once our report is true: apps probed, eligibility known.
@@ -118,7 +131,8 @@ class Node:
     def apps_config(self):
         return {} if self.witness else self.config["apps"]
 
-    def start_apps(self, probe, names=None):
+    def register_apps(self, names=None):
+        """An entry in the state table for every app (before its monitors start)."""
         if self.witness:
             # A witness runs nothing, but it reports who it believes active and which
             # claims it sees, like every node: the others count on that (election.py).
@@ -127,9 +141,16 @@ class Node:
                 self.state.update_app(app, why_not="is a witness")
             return
         for app, spec in self.apps_config().items():
+            if names is None or app in names:
+                self.state.add_app(app, [r["name"] for r in spec["resources"]], spec["monitors"])
+
+    def start_apps(self, probe, names=None):
+        if self.witness:
+            return
+        for app, spec in self.apps_config().items():
             if names is not None and app not in names:
                 continue
-            self.state.add_app(app, [r["name"] for r in spec["resources"]], list(spec["monitors"]))
+            self.state.add_app(app, [r["name"] for r in spec["resources"]], spec["monitors"])
             self.state.update_app(app, desired=None)
             supervisor = AppSupervisor(self.state, app, spec, self.registry, self.clock, self.heartbeat)
             if probe:
@@ -177,12 +198,12 @@ class Node:
         if until is not None and self.state.quorum["ok"]:
             wait = min(wait, max(0.005, until - now + 0.001))
         # ... and exactly when a peer turns down or a silent holder may be taken over
-        takeover = self.takeover
+        waits = {self.dead_after} | {t["takeover_after"] for t in self.timing.values()}
         for record in self.state.peer_records().values():
             seen = record.get("evidence")
             if seen is None:
                 continue
-            for deadline in (seen + self.dead_after, seen + takeover):
+            for deadline in (seen + w for w in waits):
                 if deadline > now:
                     wait = min(wait, deadline - now + 0.002)
         return wait
@@ -216,6 +237,8 @@ class Node:
 
     def health(self):
         failed = self.state.vital_failure()
+        if failed and failed[2]:
+            return False, f"is unhealthy (monitor {failed[0]} has no result yet)"
         if failed:
             return False, f"is unhealthy (monitor {failed[0]}: {failed[1]})"
         return True, None
@@ -238,6 +261,8 @@ class Node:
                 why = "is in standby"
             elif not healthy:
                 why = why_unhealthy
+            elif failing and failing[2]:
+                why = f"waits for the first result of app monitor {failing[0]}"
             elif failing:
                 why = f"fails app monitor {failing[0]}: {failing[1]}"
             if why is None and failure:
@@ -251,7 +276,10 @@ class Node:
         if status is None:
             status = self.peer_status(self.clock())
         healthy, why = self.health()
-        return self.state.report({peer: s for peer, (s, _) in status.items()}, healthy, why)
+        # Seconds without news of each peer; never heard of: all our uptime.
+        uptime = round(self.clock() - self.state.started, 2)
+        silent = {peer: uptime if t is None else t for peer, (_, t) in status.items()}
+        return self.state.report({peer: s for peer, (s, _) in status.items()}, healthy, why, silent=silent)
 
     def view(self, now=None):
         now = self.clock() if now is None else now
@@ -267,7 +295,9 @@ class Node:
                 node.update(status=status[name][0], silent_s=status[name][1],
                             report=(records.get(name) or {}).get("report"))
             nodes[name] = node
-        apps = {app: {"stickiness": spec["stickiness"], "preferred": spec["preferred"], "preempt": spec["preempt"]}
+        apps = {app: {"stickiness": spec["stickiness"], "preferred": spec["preferred"], "preempt": spec["preempt"],
+                      "takeover_after": self.timing[app]["takeover_after"],
+                      "peer_silence": self.timing[app]["peer_silence"], "budget": self.timing[app]["budget"]}
                 for app, spec in self.config["apps"].items()}
         confirmed = {}
         for app in apps:
@@ -277,26 +307,13 @@ class Node:
         return {"me": self.me, "quorum": self.state.refresh_quorum(), "dead_after": self.dead_after,
                 "takeover_after": self.takeover, "nodes": nodes, "apps": apps, "confirmed": confirmed}
 
-    def takeover_after(self):
-        """Seconds of silence before taking over from a node whose resources hold a lease.
-
-        A killed or frozen node renewed its lease at most one heartbeat after its last
-        heartbeat; the kernel drops the address lease + LEASE_SLACK after that renewal.
-        """
-        longest = 0.0
-        for spec in self.apps_config().values():
-            for res in spec["resources"]:
-                try:
-                    plugin = self.registry.get(res["plugin"])
-                except PluginError:
-                    continue
-                if plugin.function("renew"):
-                    lease = res["args"].get("lease", getattr(plugin.module, "DEFAULT_LEASE", None))
-                    if lease:
-                        longest = max(longest, float(lease))
-        if not longest:
-            return self.dead_after
-        return max(self.dead_after, longest + LEASE_SLACK + self.heartbeat)
+    def set_timings(self):
+        """Per app, how long a silent holder is waited for (hado/bounds.py, docs/cluster.rst)."""
+        self.timing = bounds.timings(self.config)
+        self.takeover = max([t["takeover_after"] for t in self.timing.values()] + [self.dead_after])
+        self.state.notes["takeover_after_s"] = round(self.takeover, 2)
+        self.state.notes["timings"] = {app: {k: t[k] for k in ("takeover_after", "peer_silence", "budget")}
+                                       for app, t in self.timing.items()}
 
     def turn(self):
         now = self.clock()
@@ -453,11 +470,31 @@ class Node:
         why = election.why_not_candidate(view, target, app)
         if why:
             raise ValueError(f"cannot move {app} to {target}: {target} {why}")
+        running = election.believed_active(view, app)
+        if running == target or election.app_report(view["nodes"][target], app).get("role") in election.RUNNING:
+            raise ValueError(f"{app} already runs on {target}; nothing to move")
         epoch = max((election.app_report(n, app).get("epoch") or 0) for n in view["nodes"].values())
         self.state.update_app(app, move={"to": target, "at": wall(), "epoch": epoch,
                                          "until": self.clock() + ttl})
-        log.info("move: %s to %s by admin request", app, target)
+        log.info("move: %s to %s by admin request (expires in %g s unless done)", app, target, ttl)
         self.state.event(f"{app}: move to {target}", "admin request")
+
+    def cancel_move(self, app):
+        """Forget this node's pending move of ``app``; returns the target it had."""
+        move = self.state.app_entry(app).get("move")
+        if not move:
+            view = self.view()
+            elsewhere = [f"{name} (to {election.app_report(node, app)['move_to']})"
+                         for name, node in view["nodes"].items()
+                         if name != self.me and election.app_report(node, app).get("move_to")]
+            if elsewhere:
+                raise ValueError(f"no move of {app} was requested on {self.me}; the pending one was requested on "
+                                 f"{', '.join(elsewhere)}: cancel it there (hado move {app} --cancel --node NODE)")
+            raise ValueError(f"no move of {app} is pending")
+        self.state.update_app(app, move=None)
+        log.info("move: %s to %s cancelled by admin request", app, move["to"])
+        self.state.event(f"{app}: move to {move['to']} cancelled", "admin request")
+        return move["to"]
 
     def cleanup(self, app):
         self.state.cleanup(app)
@@ -466,12 +503,20 @@ class Node:
         self.supervisors[app].wake.set()
 
     def resource_action(self, app, res_name, action):
+        """Call a plugin's own action (reload, ...) on a resource. The life-cycle functions
+        are the supervisor's alone: called from here they would bypass it."""
         spec = next((r for r in self.config["apps"][app]["resources"] if r["name"] == res_name), None)
         if spec is None:
-            raise KeyError(f"no resource {res_name!r} in app {app!r}")
+            names = ", ".join(r["name"] for r in self.config["apps"][app]["resources"])
+            raise KeyError(f"no resource {res_name!r} in app {app!r} (resources: {names})")
         plugin = self.registry.get(spec["plugin"])
-        if action not in plugin.actions() and action not in ("start", "stop", "alive", "promote", "demote"):
-            raise ValueError(f"plugin {plugin.name} has no action {action!r} (actions: {', '.join(plugin.actions()) or 'none'})")
+        actions = [a for a in plugin.actions() if a not in LIFECYCLE]
+        if action in LIFECYCLE:
+            raise ValueError(f"{action} is not an admin action: hado runs {action}() itself; use standby, "
+                             f"move or maintenance instead (actions of plugin {plugin.name}: "
+                             f"{', '.join(actions) or 'none'})")
+        if action not in actions:
+            raise ValueError(f"plugin {plugin.name} has no action {action!r} (actions: {', '.join(actions) or 'none'})")
         return Caller(f"{app}/{res_name}:{action}").call(plugin.bind(action, spec["args"]), spec["timeout"])
 
     # ----- reload and stop ------------------------------------------------------------
@@ -493,11 +538,11 @@ class Node:
         old_apps = self.apps_config()
         self.config = new
         self.registry = Registry(new["node"]["plugin_dirs"])
-        self.takeover = self.takeover_after()
-        self.state.notes["takeover_after_s"] = round(self.takeover, 2)
+        self.set_timings()
         self.monitor_stop.set()
         for monitor in self.monitors:
             self.join(monitor, 1.0)
+        self.register_apps(names=[a for a in self.apps_config() if a not in old_apps])
         self.start_monitors()
         new_apps = self.apps_config()
         changed = [a for a in old_apps if old_apps[a] != new_apps.get(a)]
@@ -556,36 +601,15 @@ class Node:
         signal.signal(signal.SIGHUP, on_hup)
 
 
+def bind_message(what, host, port, exc, key):
+    """A bind error that names the address, the port, the protocol and the key to change."""
+    causes = {98: "something else already listens there (another hado? ss -tulpn shows who)",
+              99: f"{host} is not an address of this machine"}
+    cause = causes.get(exc.errno, exc.strerror or str(exc))
+    return (f"cannot listen for {what} on {host}:{port}: {cause} [errno {exc.errno}]; "
+            f"change {key} in the config")
+
+
 def split_listen(listen):
     host, _, port = listen.rpartition(":")
     return host.strip("[]"), int(port)
-
-
-def read_secret(path):
-    """The cluster secret; refuses a file that others can read."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as exc:
-        raise config_mod.ConfigError([f"cluster.secret_file: cannot read {path}: {exc.strerror} "
-                                      f"(create one with: hado keygen {path})"]) from None
-    if mode & 0o077:
-        raise config_mod.ConfigError([f"cluster.secret_file: {path} is readable by others (mode {mode & 0o777:o}); "
-                                      f"run: chmod 600 {path}"])
-    with open(path, "rb") as f:
-        secret = f.read().strip()
-    if len(secret) < 16:
-        raise config_mod.ConfigError([f"cluster.secret_file: {path} holds fewer than 16 bytes; use hado keygen"])
-    return secret
-
-
-def read_token(path):
-    if not path:
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            token = f.read().strip()
-    except OSError as exc:
-        raise config_mod.ConfigError([f"node.token_file: cannot read {path}: {exc.strerror}"]) from None
-    if not token:
-        raise config_mod.ConfigError([f"node.token_file: {path} is empty"])
-    return token

@@ -26,14 +26,19 @@ class Resource:
     def __init__(self, app, spec, plugin):
         self.app, self.name, self.spec, self.plugin = app, spec["name"], spec, plugin
         self.kind = spec["kind"]
+        lease = spec["args"].get("lease", getattr(plugin.module, "DEFAULT_LEASE", None))
+        self.leased = bool(plugin.function("renew") and lease)   # ends by itself unless renewed
+        self.revoked_for = None   # the quorum lapse (monotonic) it was dropped for; leases thread only
         self.callers = {}   # action -> Caller: a hung alive() must not stop a stop()
         self.next_check = 0.0
         self.last_renew = 0.0
         self.announced = 0
 
-    def call(self, action, timeout):
+    def call(self, action, timeout, function=None):
+        """Call plugin function ``function`` (default: ``action``) through the Caller of
+        ``action``: each action has its own, so a hung alive() never blocks a stop()."""
         caller = self.callers.setdefault(action, Caller(f"{self.app}/{self.name}:{action}"))
-        return caller.call(self.plugin.bind(action, self.spec["args"]), timeout)
+        return caller.call(self.plugin.bind(function or action, self.spec["args"]), timeout)
 
 
 class AppSupervisor(threading.Thread):
@@ -218,6 +223,10 @@ class AppSupervisor(threading.Thread):
                 if entry["state"] == states.R_FAILED and entry["alive"] is False:
                     self.set(res, state=states.STARTED, alive=True, message="running again")
                 continue
+            if entry["state"] == states.STARTED and res.leased and ok and self.state.holding_lapsed():
+                # Dropped by the leases thread at quorum loss, or its lease ran out: as designed.
+                self.set(res, state=states.STOPPED, alive=False, message="dropped at quorum loss (leased)")
+                continue
             if entry["state"] == states.STARTED:
                 why = "alive() says it is not running" if ok else f"alive() failed: {value}"
                 self.set(res, state=states.R_FAILED, alive=False, message=f"died: {why}")
@@ -336,15 +345,23 @@ class Leases(threading.Thread):
                 self.renew_all()
             except Exception:  # loop boundary
                 log.exception("failed: lease renewal loop; going on")
-            self.stopping.wait(max(0.0, self.heartbeat - (self.clock() - started)))
+            wait = self.heartbeat - (self.clock() - started)
+            until = self.state.quorum_until
+            if until is not None and until > self.clock():
+                wait = min(wait, until - self.clock() + 0.001)   # wake when quorum lapses, to revoke
+            self.stopping.wait(max(0.0, wait))
 
     def renew_all(self):
+        lapsed = self.state.holding_lapsed()
         for app, sup in list(self.supervisors.items()):
             try:
                 entry = self.state.app_entry(app)
             except KeyError:
                 continue   # removed by a reload
-            if entry["desired"] != states.ACTIVE or self.state.holding_lapsed():
+            if lapsed:
+                self.revoke(app, sup)
+                continue
+            if entry["desired"] != states.ACTIVE:
                 continue
             for res in sup.resources:
                 if not res.plugin.function("renew") or sup.entry(res)["state"] != states.STARTED:
@@ -354,3 +371,21 @@ class Leases(threading.Thread):
                     log.warning("failed: %s/%s: renew failed: %s", app, res.name, value)
                     res.next_check = 0.0
                     sup.wake.set()
+
+    def revoke(self, app, sup):
+        """Quorum lapsed: drop every leased resource of ``app`` at once, from this thread,
+        which no slow start, stop or alive() of the app's supervisor can block (the
+        supervisor stops the rest, and these again, in order). A hung stop() here is
+        covered by the lease itself: without renewals it ends within lease + slack."""
+        lapse = self.state.quorum_until
+        for res in reversed(sup.resources):
+            if not res.leased or res.revoked_for == lapse or sup.entry(res)["state"] not in (
+                    states.STARTED, states.R_STARTING, states.R_FAILED):
+                continue
+            res.revoked_for = lapse
+            ok, value = res.call("revoke", res.spec["stop_timeout"], function="stop")
+            if ok:
+                log.warning("revoked: %s/%s: quorum lost; dropped at once (leased resource)", app, res.name)
+            else:
+                log.error("failed: %s/%s: revoke at quorum loss failed: %s; its lease ends it", app, res.name, value)
+            sup.wake.set()

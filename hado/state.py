@@ -88,7 +88,9 @@ class State:
                        if p in self.peers and self.peers[p]["answered_sent"] is not None), reverse=True)
         fresh = [t for t in sent if now - t < self.fresh_for]
         votes = 1 + len(fresh)
-        self.quorum = {"ok": votes >= self.needed, "votes": votes, "needed": self.needed}
+        voters = sorted(p for p in self.voters if p in self.peers and self.peers[p]["answered_sent"] is not None
+                        and now - self.peers[p]["answered_sent"] < self.fresh_for)
+        self.quorum = {"ok": votes >= self.needed, "votes": votes, "needed": self.needed, "voters": voters}
         if self.needed <= 1:
             self.quorum_until = None
         elif len(sent) >= self.needed - 1:
@@ -114,7 +116,7 @@ class State:
                 "epoch": old.get("epoch", 0), "desired": old.get("desired", states.STANDBY),
                 "run_clones": old.get("run_clones", False),
                 "failure": old.get("failure"), "move": old.get("move"), "claim_since": old.get("claim_since"),
-                "monitors": {m: old.get("monitors", {}).get(m, new_monitor()) for m in monitors},
+                "monitors": {m: old.get("monitors", {}).get(m, new_monitor(vital(monitors, m))) for m in monitors},
                 "resources": {r: old.get("resources", {}).get(r, new_resource()) for r in resources},
             }
             self.apps[name] = entry
@@ -135,11 +137,13 @@ class State:
 
     def set_monitors(self, names):
         with self._lock:
-            self.monitors = {m: self.monitors.get(m, new_monitor()) for m in names}
+            self.monitors = {m: self.monitors.get(m, new_monitor(vital(names, m))) for m in names}
 
     def update_monitor(self, app, name, **fields):
         """Record a monitor's state; ``app`` None for a system monitor."""
         with self._lock:
+            if app is not None and app not in self.apps:
+                return   # the app was removed by a reload while its monitor's last check ran
             table = self.monitors if app is None else self.apps[app]["monitors"]
             entry = table.setdefault(name, new_monitor())
             if "ok" in fields and fields["ok"] != entry["ok"]:
@@ -243,14 +247,16 @@ class State:
         with self._lock:
             return sorted(app for app, entry in self.apps.items() if entry.get("claim_since") is not None)
 
-    def report(self, peer_status, healthy, why_unhealthy):
-        """The compact, signed-heartbeat view of this node (see election.py)."""
+    def report(self, peer_status, healthy, why_unhealthy, silent=None):
+        """The compact, signed-heartbeat view of this node (see election.py).
+
+        ``silent``: peer -> seconds since our last evidence of it (known peers only)."""
         with self._lock:
             now = self.clock()
             return {
                 "node": self.node, "cluster": self.cluster, "standby": self.standby,
                 "maintenance": self.maintenance, "healthy": healthy, "why_unhealthy": why_unhealthy,
-                "peers": dict(peer_status),
+                "peers": dict(peer_status), "silent": dict(silent or {}),
                 "apps": {name: {"role": self._reported_role(name, now), "eligible": app["eligible"],
                                 "why_not": app["why_not"], "epoch": app["epoch"],
                                 "active_node": app["active_node"],
@@ -268,7 +274,7 @@ class State:
         """The state document (DESIGN.md "The state document"), a deep copy."""
         with self._lock:
             now = self.clock()
-            healthy = all(m["ok"] is not False for m in self.monitors.values() if m.get("vital", True))
+            healthy = not_passing(self.monitors) is None
             peers = {}
             for name, peer in self.peers.items():
                 seen = None if not peer["evidence"] else round(now - peer["evidence"], 2)
@@ -309,27 +315,41 @@ class State:
             return dict(entry, restarts=list(entry["restarts"]))   # flat but for one list
 
     def vital_failure(self):
-        """(monitor name, message) of a failed vital system monitor, else None."""
+        """(monitor name, message, pending) of a vital system monitor that failed or has no result yet, else None."""
         with self._lock:
-            for name, monitor in self.monitors.items():
-                if monitor["ok"] is False and monitor.get("vital", True):
-                    return name, monitor["message"]
-            return None
+            return not_passing(self.monitors)
 
     def eligibility_inputs(self):
         """app -> (failure, move, active_node, failed vital app monitor or None)."""
         with self._lock:
             out = {}
             for app, entry in self.apps.items():
-                failing = next(((m, e["message"]) for m, e in entry["monitors"].items()
-                                if e["ok"] is False and e.get("vital", True)), None)
+                failing = not_passing(entry["monitors"])
                 out[app] = (copy.copy(entry["failure"]), copy.copy(entry["move"]), entry["active_node"], failing)
             return out
 
 
-def new_monitor():
+def not_passing(monitors):
+    """(name, message, pending) of the first vital monitor that failed or has no result
+    yet (pending True), else None.
+
+    A monitor that has not answered yet does not pass: nothing may start on its word
+    before it has spoken (a first result is awaited at start-up, so this is short)."""
+    for name, monitor in monitors.items():
+        if monitor.get("vital", True) and monitor["ok"] is not True:
+            return name, monitor["message"], monitor["ok"] is None
+    return None
+
+
+def vital(monitors, name):
+    """Whether monitor ``name`` is vital, given a list of names or a dict of specs."""
+    spec = monitors.get(name) if isinstance(monitors, dict) else None
+    return spec.get("vital", True) if isinstance(spec, dict) else True
+
+
+def new_monitor(is_vital=True):
     return {"ok": None, "since": wall(), "message": "not checked yet", "passes": 0, "fails": 0,
-            "vital": True, "last_check": None}
+            "vital": is_vital, "last_check": None}
 
 
 def new_resource():

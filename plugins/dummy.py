@@ -5,8 +5,12 @@ Arguments:
   start_delay  seconds start waits before writing the file (default 0): a slow start.
   stop_delay   seconds stop waits before removing the file (default 0): a slow stop.
   node         the name written to the log (default: this host's name).
+  lease        seconds (default none): a leased resource, like a VIP with a kernel lease:
+               it ends by itself (alive turns false) unless renewed within ``lease``
+               seconds; hado renews it every heartbeat while the app is active with quorum.
 
-The state file holds the time.monotonic_ns() of the start and a newline. Every start,
+The state file holds the time.monotonic_ns() of the start and a newline (with a lease,
+a second line: the monotonic_ns() deadline). Every start,
 stop, promote and demote that changes something appends one line to ``<path>.log``:
 ``<time.monotonic_ns()> start|stop|promote|demote <node>``. The start time is taken
 before the file is written and the stop time after it is removed, so the intervals in
@@ -26,13 +30,23 @@ import time
 from hado.plugin import PluginError
 
 
-def start(path, start_delay=0.0, node=None):
-    if os.path.exists(path):
+def start(path, start_delay=0.0, node=None, lease=None):
+    if alive(path):
         return
     time.sleep(start_delay)
     now = time.monotonic_ns()
-    _write(path, f"{now}\n")
+    _write(path, f"{now}\n" + (f"{now + int(lease * 1e9)}\n" if lease else ""))
     _log(path, now, "start", node)
+
+
+def renew(path, lease=None):
+    """Push the deadline of a leased resource ``lease`` seconds ahead; never revives one."""
+    if not lease:
+        return
+    if not alive(path):
+        raise PluginError(f"cannot renew {path}: its lease ran out or it was stopped")
+    started = _lines(path)[0]
+    _write(path, f"{started}\n{time.monotonic_ns() + int(lease * 1e9)}\n")
 
 
 def stop(path, stop_delay=0.0, node=None):
@@ -45,7 +59,21 @@ def stop(path, stop_delay=0.0, node=None):
 
 
 def alive(path):
-    return os.path.exists(path)
+    lines = _lines(path)
+    if lines is None:
+        return False
+    return len(lines) < 2 or time.monotonic_ns() < int(lines[1])
+
+
+def _lines(path):
+    """The state file's lines, None when there is none."""
+    try:
+        with open(path) as f:
+            return f.read().split()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise PluginError(f"cannot read {path}: {exc.strerror}") from None
 
 
 def promote(path, node=None):
@@ -64,8 +92,10 @@ def demote(path, node=None):
         _log(path, time.monotonic_ns(), "demote", node)
 
 
-def validate(path, start_delay=0.0, stop_delay=0.0, node=None):
+def validate(path, start_delay=0.0, stop_delay=0.0, node=None, lease=None):
     errors = []
+    if lease is not None and (isinstance(lease, bool) or not isinstance(lease, (int, float)) or lease <= 0):
+        errors.append(f"lease must be a number of seconds > 0 or null, not {lease!r}")
     if not isinstance(path, str) or not path:
         errors.append(f"path must be a file name, not {path!r}")
     for key, value in (("start_delay", start_delay), ("stop_delay", stop_delay)):

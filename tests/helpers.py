@@ -206,10 +206,15 @@ class Cluster:
         self.daemons = {n: Daemon(self.config_path, n, self.ports[n], self.dir) for n in self.names}
         self.kills = []   # (node, monotonic_ns) of kill -9s, for the overlap checker
 
-    def dummy(self, name, **extra):
-        # "{node}" is replaced by each node's name: one state file and log per node
-        return {"name": name, "plugin": "dummy", "args": {"path": str(self.dir / f"{name}-{{node}}"), "node": "{node}"},
-                "interval": 0.2, **extra}
+    def dummy(self, name, lease=None, **extra):
+        # "{node}" is replaced by each node's name: one state file and log per node. Short
+        # timeouts, so that the app's stop budget (hado/bounds.py) is short too: 0.5 s in
+        # flight + 0.5 s per resource stop.
+        args = {"path": str(self.dir / f"{name}-{{node}}"), "node": "{node}"}
+        if lease:
+            args["lease"] = lease
+        return {"name": name, "plugin": "dummy", "args": args, "interval": 0.2, "timeout": 0.5,
+                "start_timeout": 0.5, "stop_timeout": 0.5, **extra}
 
     def start(self, *names):
         for n in names or self.names:

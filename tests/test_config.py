@@ -114,7 +114,7 @@ def test_cluster_rules():
     assert "cluster.nodes.b.url: expected http://HOST:PORT, got 'ftp://x'" in errors
     assert any(e.startswith("cluster.dead_after: must be at least 3 x heartbeat") for e in errors)
     assert any(e.startswith("cluster.secret_file: a cluster of several nodes needs") for e in errors)
-    assert any(e.startswith("node.name: this node is 'zz'") for e in errors_of(raw, "zz"))
+    assert "--node: this node is 'zz' (from --node), which is not in cluster.nodes (a, b)" in errors_of(raw, "zz")
 
 
 def test_quorum_none_needs_fence_or_explicit_consent():
@@ -153,7 +153,7 @@ def test_check_config_command_on_example_and_broken_files(tmp_path):
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps(raw))
     out = check_config(broken)
-    assert out.returncode == 1
+    assert out.returncode == 2
     assert "apps.web.monitors.db.args.prot: unknown argument for plugin 'tcp_port'" in out.stdout
     assert "apps.web.resources[1].name: duplicate resource name" in out.stdout
     assert "2 error(s)" in out.stdout

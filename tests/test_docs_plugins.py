@@ -159,7 +159,7 @@ def test_examples_in_plugins_doc_work_as_written(tmp_path, hook):
             typo = config_text.replace('"max_load"', '"maxload"')
             assert typo != config_text
             paths.map["/etc/hado/config.json"].write_text(paths.to_tmp(typo))
-            check_console(paths, content, expect_rc=1)
+            check_console(paths, content, expect_rc=2)
             paths.map["/etc/hado/config.json"].write_text(paths.to_tmp(config_text))
             typo_checked = True
         elif lang == "console":

@@ -124,8 +124,9 @@ def ipaddr_vip(vip, **args):
 
 
 def ocf_ipaddr2_vip(vip):
-    return {"name": "vip", "plugin": "ocf", "interval": 0.5, "start_timeout": 10, "stop_timeout": 5,
-            "args": {"agent": "heartbeat/IPaddr2", "timeout": 10,
+    # No lease: the app's stop budget (hado/bounds.py) is the 4 s start in flight + the 2 s stop.
+    return {"name": "vip", "plugin": "ocf", "interval": 0.5, "start_timeout": 4, "stop_timeout": 2, "timeout": 2,
+            "args": {"agent": "heartbeat/IPaddr2", "timeout": 4,
                      "params": {"ip": vip, "cidr_netmask": "24", "nic": "eth0"}}}
 
 
@@ -586,13 +587,15 @@ def test_ocf_ipaddr2_failover_when_the_active_node_is_cut_off(lab_cluster):
     kill -9 -- that is what ipaddr's lease is for, and the next test shows it. What
     hado guarantees for any resource is that a node cut off with hado still running
     stops it on quorum loss before the majority starts it; that is tested here with the
-    link down. takeover_after is dead_after (no lease); IPaddr2 takes about 1 s to
-    start (its send_arp), so the client bound is takeover_after + 2 s.
+    link down. With no lease, the majority waits for the cut-off node's stop budget
+    (4 s + 2 s, hado/bounds.py): takeover_after = D + 6 - (D/2 - h); IPaddr2 takes about
+    1 s to start (its send_arp), and the peers' reports lag up to a heartbeat, so the
+    client bound is takeover_after + 2 s + h.
     """
     c = lab_cluster(resource=ocf_ipaddr2_vip).start()
     first = c.wait_calm()
-    assert c.takeover_after() == DEAD
-    bound = c.takeover_after() + SLACK + 1.0
+    assert c.takeover_after() == pytest.approx(DEAD + 6 - (DEAD / 2 - HB))
+    bound = c.takeover_after() + SLACK + 1.0 + HB
     with netlab.HolderSampler(c.lab, c.vip) as sampler, netlab.VipProbe(c.lab, c.vip, WEB_PORT) as probe:
         wait_answer(probe, first, 0, 5, c)
         t0 = time.monotonic_ns()
@@ -641,3 +644,50 @@ def test_ocf_ipaddr2_kill_9_leaves_the_address_behind_until_hado_runs_again(lab_
     assert cleaned is not None, story
     print(f"IPaddr2 kill -9: dual holding {seconds:.2f} s until hado ran again on {first} "
           f"and stopped its copy {(cleaned - restart_ns) / 1e9:.2f} s after its restart")
+
+
+def test_isolated_node_gets_its_stop_budget_before_the_majority_starts_a_slow_service(lab_cluster):
+    """A VIP (leased) and a service without a lease that takes 1.5 s to stop. The active
+    node's link goes down: it loses quorum, the leases thread drops the VIP at once and
+    the supervisor stops the service. The majority waits for the app's stop budget
+    (2 s in flight + 2 s stop, hado/bounds.py) on top of dead_after, so the new start of
+    the service comes after the old node's stop, and the VIP is never held twice.
+    Without the budget (0.1), the majority started it ~1 s after the cut, while the
+    isolated node was still stopping it."""
+    c = lab_cluster()
+    workdir = c.dir
+    fast = {"timeout": 0.5, "start_timeout": 0.5, "stop_timeout": 0.5}
+    vip = dict(ipaddr_vip(c.vip), **fast)
+    svc = {"name": "svc", "plugin": "dummy", "interval": 0.2, "timeout": 0.5, "start_timeout": 0.5,
+           "stop_timeout": 2, "args": {"path": str(workdir / "svc-{node}"), "node": "{node}", "stop_delay": 1.5}}
+    c.config["apps"][APP]["resources"] = [vip, svc]
+    c.config_path.write_text(json.dumps(c.config, indent=2))
+    c.start()
+    first = c.wait_calm()
+    assert c.takeover_after() == pytest.approx(DEAD + 4 - (DEAD / 2 - HB))
+    with netlab.HolderSampler(c.lab, c.vip) as sampler:
+        t0 = time.monotonic_ns()
+        c.lab.cut(first, "down")
+        second = c.wait_calm(names=[n for n in c.runners if n != first], timeout=c.takeover_after() + 10)
+        samples = sampler.stop()
+    story = describe(samples, [], t0)
+    assert_no_dual_holding(samples, [], t0)
+
+    def svc_events():
+        found = []
+        for path in workdir.glob("svc-*.log"):
+            for line in path.read_text().split("\n"):
+                if line:
+                    ns, event, node = line.split()
+                    found.append((int(ns), event, node))
+        return sorted(found)
+    wait_for(lambda: any(n == first and e == "stop" for _, e, n in svc_events()), 5,
+             what=f"{first} to log the stop of its service")
+    events = svc_events()
+    stopped = [ns for ns, event, node in events if node == first and event == "stop" and ns > t0]
+    started = [ns for ns, event, node in events if node == second and event == "start" and ns > t0]
+    assert stopped and started, (events, story)
+    gap = (started[0] - stopped[0]) / 1e9
+    assert gap > 0, f"{second} started the service {-gap:.2f} s before {first} had stopped it; {events}"
+    print(f"slow service, link down: {first} stopped it {(stopped[0] - t0) / 1e9:.2f} s after the cut, "
+          f"{second} started it {gap:.2f} s later")

@@ -82,7 +82,7 @@ def test_resources_start_in_order_and_state_document_has_the_contract_keys(node,
     for key in ("role", "active_node", "eligible", "reason", "monitors", "resources"):
         assert key in app
     assert app["active_node"] == "solo" and app["reason"].startswith("web: active on solo because")
-    assert doc["quorum"] == {"ok": True, "votes": 1, "needed": 1}
+    assert doc["quorum"] == {"ok": True, "votes": 1, "needed": 1, "voters": []}
     assert set(app["resources"]["a"]) >= {"state", "alive", "fail_count", "since", "message"}
     status, health = http(d.url + "/health")
     assert status == 200 and health["healthy"] is True

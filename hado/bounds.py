@@ -1,0 +1,111 @@
+"""The timing bounds that keep each app on one node, computed from a config.
+
+docs/cluster.rst ("The timing argument") derives them; this module is the one place
+that turns them into numbers, for the election (``Node.view`` puts them into
+``view["apps"][APP]``) and for ``hado check-config`` (one sentence per app).
+
+Words: ``h`` heartbeat, ``D`` dead_after, ``L`` the moment a node cut off from the
+majority loses its quorum. The majority cannot start the app before ``L + D/2 - h``.
+
+- A *leased* resource (its plugin has ``renew()`` and the resource a ``lease``: the
+  ipaddr VIP, a process under the leash) ends by itself ``lease + LEASE_SLACK`` after
+  its last renewal, whatever hado does: renewals stop at ``L``, and the ``leases``
+  thread also drops it at ``L`` (``Leases.revoke``) without waiting for the app's
+  supervisor. After a crash or freeze of hado, the last renewal came at most one
+  heartbeat after the last heartbeat heard: a taker waits ``lease + LEASE_SLACK + h`` of
+  silence.
+- Any other resource that runs on one node only has to be stopped by the isolated
+  node's supervisor: at worst it finishes the call it is in (the longest timeout of
+  the app's resources), then stops every such resource in reverse order, each within
+  its ``stop_timeout``: the app's *stop budget* ``B``. The majority then waits until
+  every up peer has been without news of the holder for ``D + max(0, B - (D/2 - h))``,
+  so the isolated node has ``B`` after ``L``. A stop that fails or hangs beyond its
+  timeout, or a hado that is frozen or killed, is not covered: only fencing covers
+  that (with ``cluster.fence`` the fence runs first and no budget is waited for).
+"""
+
+from .plugin import PluginError, Registry
+from . import states
+
+# How long after the last renewal the kernel may still hold an address with
+# valid_lft N: measured 1.0-1.3 s for N = 1 on these machines (docs/cluster.rst); the
+# leash kills its process within 0.1 s of its deadline.
+LEASE_SLACK = 0.35
+
+
+def resource_lease(res, registry):
+    """The lease (seconds) of a resource whose plugin renews one, else None."""
+    try:
+        plugin = registry.get(res["plugin"])
+    except PluginError:
+        return None
+    if not plugin.function("renew"):
+        return None
+    lease = res.get("args", {}).get("lease", getattr(plugin.module, "DEFAULT_LEASE", None))
+    try:
+        return float(lease) if lease else None
+    except (TypeError, ValueError):
+        return None
+
+
+def app_timing(config, app, registry=None):
+    """The numbers for one app: a dict with
+
+    - ``lease``: the longest lease among its resources (0 when none);
+    - ``budget``: the stop budget B of its unleased single-node resources (0 when none);
+    - ``unleased``: names of those resources;
+    - ``peer_silence``: seconds every up peer must have been without news of a silent
+      holder before this app is taken over from it;
+    - ``takeover_after``: seconds of silence this node itself waits.
+    """
+    cluster = config["cluster"]
+    h, dead = cluster["heartbeat"], cluster["dead_after"]
+    registry = registry or Registry(config["node"]["plugin_dirs"])
+    resources = config["apps"][app]["resources"]
+    leases = {r["name"]: resource_lease(r, registry) for r in resources}
+    longest = max([lease for lease in leases.values() if lease] + [0.0])
+    unleased = [r for r in resources if r["kind"] != states.CLONE and not leases[r["name"]]]
+    budget = 0.0
+    if unleased and cluster["fence"] is None:
+        in_flight = max(max(r["timeout"], r["start_timeout"], r["stop_timeout"]) for r in resources)
+        budget = in_flight + sum(r["stop_timeout"] + (r["timeout"] if r["kind"] == states.PROMOTABLE else 0)
+                                 for r in unleased)
+    peer_silence = dead + max(0.0, budget - (dead / 2 - h))
+    takeover = max(dead, peer_silence, (longest + LEASE_SLACK + h) if longest else 0.0)
+    return {"lease": longest, "budget": budget, "unleased": [r["name"] for r in unleased],
+            "peer_silence": round(peer_silence, 3), "takeover_after": round(takeover, 3)}
+
+
+def timings(config):
+    """app -> app_timing() for every app of the config."""
+    registry = Registry(config["node"]["plugin_dirs"])
+    return {app: app_timing(config, app, registry) for app in config["apps"]}
+
+
+def app_bounds(config):
+    """app -> one sentence: what keeps it single, and the failover time that costs."""
+    cluster = config["cluster"]
+    h = cluster["heartbeat"]
+    out = {}
+    if len(cluster["nodes"]) == 1:
+        return {app: "one node: it runs here or nowhere" for app in config["apps"]}
+    for app, t in timings(config).items():
+        parts = []
+        if cluster["quorum"] == "none":
+            parts.append("NOT safe by timing: quorum 'none' lets both nodes run it when they lose sight of "
+                         "each other" + ("; cluster.fence is the only protection" if cluster["fence"] else ""))
+        if t["lease"]:
+            parts.append(f"its leased resources are dropped at quorum loss and in any case expire "
+                         f"{t['lease'] + LEASE_SLACK:g} s after their last renewal")
+        if t["unleased"] and cluster["fence"] is not None:
+            parts.append(f"{', '.join(t['unleased'])}: the fence plugin runs before any takeover from a silent node")
+        elif t["unleased"]:
+            parts.append(f"{', '.join(t['unleased'])} {'is' if len(t['unleased']) == 1 else 'are'} stopped "
+                         f"within the app's {t['budget']:g} s stop budget before any other node starts "
+                         f"{'it' if len(t['unleased']) == 1 else 'them'} (a hado that is frozen, or a stop "
+                         "that fails, is covered only by cluster.fence)")
+        parts.append(f"failover after a crash: about {t['takeover_after']:g}-{t['takeover_after'] + h:g} s "
+                     "+ start time")
+        safe = "safe without fencing" if cluster["quorum"] != "none" else "split-brain possible"
+        out[app] = f"{safe}: " + "; ".join(parts)
+    return out
