@@ -172,14 +172,30 @@ class Plugin:
                 errors.append((None, f"missing argument '{key}' for plugin '{self.name}' (expected: {expected})"))
         validate = self.function("validate")
         if validate and not errors:
-            try:
-                problems = validate(kind=kind, **args) if "kind" in inspect.signature(validate).parameters \
-                    else validate(**args)
-            except Exception as exc:  # a broken validate() is the plugin's bug: report it
-                problems = [f"validate() raised {type(exc).__name__}: {exc}"]
-            for problem in problems or ():
-                errors.append((None, str(problem)))
+            errors += [(None, problem) for problem in self.call_validate(validate, kind, args)]
         return errors
+
+    def call_validate(self, validate, kind, args):
+        """The problems the plugin's ``validate()`` finds in ``args`` (config errors), or
+        one message saying that validate() itself is broken: it raised, or returned
+        something other than a list of messages. That is a bug in the plugin, and the
+        message says so, naming the file, so that nobody hunts for it in the config."""
+        def broken(what):
+            return (f"plugin '{self.name}' ({self.path}): its validate() {what}; "
+                    f"this is a bug in the plugin, not in your config")
+
+        try:
+            takes_kind = "kind" in inspect.signature(validate).parameters
+            problems = validate(kind=kind, **args) if takes_kind else validate(**args)
+            if not problems:          # None, [], False: all is well
+                return []
+            if isinstance(problems, str):
+                return [problems]     # one problem returned as a bare sentence
+            if isinstance(problems, (bytes, dict)) or not hasattr(problems, "__iter__"):
+                return [broken(f"returned {problems!r:.80} instead of a list of problems")]
+            return [str(problem) for problem in problems]   # a list, or what a generator yields
+        except Exception as exc:  # a plugin's bug must not crash check-config, start or reload
+            return [broken(f"raised {type(exc).__name__}: {exc}")]
 
     def bind(self, fname, args, **engine):
         """A zero-argument callable for ``fname`` with the arguments its signature takes."""

@@ -8,15 +8,21 @@ terminal behaves the same minus the notifications.
   ``hado.service`` (``Type=notify``, ``NotifyAccess=main``) waits for.
 - :func:`watchdog_interval` says how often to send ``WATCHDOG=1`` (half of
   ``WatchdogSec=``), or None when systemd does not watch this process.
-- :func:`setup_logging` logs to stdout; under journald (``$JOURNAL_STREAM`` names our
+- :func:`setup_logging` logs to stdout. Under journald (``$JOURNAL_STREAM`` names our
   stdout) every line carries a syslog priority prefix such as ``<6>`` so that
-  ``journalctl -p err`` works, and no timestamp (journald adds one).
+  ``journalctl -p err`` works, and no timestamp (journald adds its own). Anywhere else
+  (``--foreground`` in a terminal, a redirected file) every line starts with the time
+  in UTC, marked ``Z``, e.g. ``2026-12-02T15:04:05.123Z INFO [MainThread] ...``: the
+  same format as the ``time`` of the state's events, so a log line and an event of
+  the same moment read the same whatever the machine's time zone.
 """
 
 import logging
 import os
 import socket
 import sys
+
+from .state import wall
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +113,16 @@ class JournalFormatter(logging.Formatter):
         return "\n".join([head + first] + [head + thread + line for line in rest])
 
 
+class PlainFormatter(logging.Formatter):
+    """``2026-12-02T15:04:05.123Z INFO [threadName] message``: UTC, as the state's events."""
+
+    def __init__(self):
+        super().__init__(PLAIN_FORMAT)
+
+    def formatTime(self, record, datefmt=None):
+        return wall(record.created)
+
+
 def is_journal_stream(stream):
     """True when ``stream`` is the journald connection systemd gave us.
 
@@ -143,7 +159,7 @@ def setup_logging(level: str, stream=None, journal=None):
     if journal is None:
         journal = is_journal_stream(stream)
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(JournalFormatter() if journal else logging.Formatter(PLAIN_FORMAT))
+    handler.setFormatter(JournalFormatter() if journal else PlainFormatter())
     handler.hado_handler = True
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -3,9 +3,11 @@
 import json
 import os
 import re
+import signal
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -95,13 +97,31 @@ def test_client_commands_explain_an_unreachable_daemon():
 
 
 def test_demo_shows_a_failover_and_leaves_nothing_behind():
-    out = hado("demo", "--duration", "1", timeout=90)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "*** kill -9 node-a" in out.stdout
-    match = re.search(r"failover: (node-[bc]) runs 'web' ([0-9.]+) s after the kill", out.stdout)
-    assert match, out.stdout
-    assert "stays standby: a running app stays where it is" in out.stdout
-    workdir = re.search(r"files in (\S+)", out.stdout).group(1)
+    """The README's demo to its end, then stopped as a terminal would (SIGTERM)."""
+    proc = subprocess.Popen([sys.executable, "-m", "hado", "demo"], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Ctrl-C ends the demo" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = "".join(lines) + rest
+    assert proc.returncode == 0, out
+    assert "*** kill -9 node-a" in out
+    match = re.search(r"failover: (node-[bc]) runs 'web' ([0-9.]+) s after the kill", out)
+    assert match, out
+    assert "stays standby: a running app stays where it is" in out
+    workdir = re.search(r"files in (\S+)", out).group(1)
     assert not os.path.exists(workdir)
     left = subprocess.run(["pgrep", "-f", workdir], capture_output=True, text=True)
     assert left.stdout.strip() == "", "demo daemons left running"

@@ -169,7 +169,7 @@ def test_setup_logging_writes_plain_timestamped_lines_elsewhere(
     out.seek(0)
     text = out.read()
     assert text.endswith(f" DEBUG [{threading.current_thread().name}] probing web/vip\n")
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} DEBUG \[\S+\] probing web/vip\n", text)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z DEBUG \[\S+\] probing web/vip\n", text)
 
 
 def test_setup_logging_again_replaces_its_handler_and_refuses_unknown_levels(root_logger, tmp_path):
