@@ -25,8 +25,9 @@ from .state import State, wall
 log = logging.getLogger("hado.node")
 
 
-# Resource functions that only the supervisor and the leases thread call.
-LIFECYCLE = ("start", "stop", "alive", "promote", "demote", "renew", "announce", "other", "validate")
+# Resource functions that only the supervisor calls (renew and announce are harmless
+# to repeat, so an admin may call them too).
+LIFECYCLE = ("start", "stop", "alive", "promote", "demote", "other", "validate")
 
 
 class StartError(Exception):
@@ -124,8 +125,12 @@ class Node:
                                              self.monitor_stop, self.clock))
         for monitor in self.monitors:
             monitor.start()
-        deadline = self.clock() + max([m.spec["timeout"] for m in self.monitors] + [0]) + 0.5
-        for monitor in self.monitors:
+        # Wait for the first result of the vital ones only: they decide what may run here.
+        # Every second spent here is a second the peers do not hear from us (heartbeats
+        # start after this), so a non-vital monitor, which decides nothing, is not awaited.
+        vital = [m for m in self.monitors if m.spec["vital"]]
+        deadline = self.clock() + max([m.spec["timeout"] for m in vital] + [0]) + 0.5
+        for monitor in vital:
             monitor.first_done.wait(max(0.0, deadline - self.clock()))
 
     def apps_config(self):

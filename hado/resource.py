@@ -364,7 +364,11 @@ class Leases(threading.Thread):
             if entry["desired"] != states.ACTIVE:
                 continue
             for res in sup.resources:
-                if not res.plugin.function("renew") or sup.entry(res)["state"] != states.STARTED:
+                # UNMANAGED (maintenance): hado starts and stops nothing, so it must not
+                # let a lease run out either, which would stop the resource all the same.
+                entry = sup.entry(res)
+                if not res.plugin.function("renew") or not (
+                        entry["state"] == states.STARTED or (entry["state"] == states.UNMANAGED and entry["alive"])):
                     continue
                 ok, value = res.call("renew", min(res.spec["timeout"], max(2 * self.heartbeat, 1.0)))
                 if not ok:

@@ -59,8 +59,8 @@ matches itself. start does nothing if the process already runs. stop signals eve
 match and succeeds when none is left (also when none was running); with a lease it
 then removes the lease file and waits for the leash to exit. Without a lease, a
 process that start leaves behind must not keep the command's stdout/stderr open, or
-start waits until the timeout. A stale pidfile whose PID the kernel gave to another process is taken for
-the process: prefer `name` if that can happen.
+start waits until the timeout. A stale pidfile whose PID the kernel gave to another
+process is taken for the process: prefer `name` if that can happen.
 """
 
 import math
@@ -76,7 +76,7 @@ import hado
 from hado.plugin import PluginError, run
 
 KILL_WAIT = 5.0  # seconds to wait for the kernel to remove a SIGKILLed process
-DEFAULT_LEASE = None  # no lease unless the config gives one; node.takeover_after reads this
+DEFAULT_LEASE = None  # no lease unless the config gives one; the engine reads this (takeover wait)
 LEASH = os.path.join(os.path.dirname(os.path.abspath(hado.__file__)), "leash.py")
 LEASE_DIR = "/run/hado"  # lease and output files of resources found by name
 LEASH_WAIT = 2.0  # seconds stop() waits for a leash to exit once its process is gone

@@ -477,7 +477,7 @@ def test_status_words_quorum_as_votes_and_needed(tmp_path):
         c.stop_all()
 
 
-@pytest.mark.parametrize("action", ["start", "stop", "alive", "promote", "demote", "renew"])
+@pytest.mark.parametrize("action", ["start", "stop", "alive", "promote", "demote"])
 def test_action_refuses_the_life_cycle_functions_and_lists_the_real_ones(tmp_path, action):
     daemon, path = solo(tmp_path, {"apps": {"web": {"resources": [dummy(tmp_path, "r")]}}})
     daemon.start()
@@ -487,7 +487,7 @@ def test_action_refuses_the_life_cycle_functions_and_lists_the_real_ones(tmp_pat
         out = hado("action", "web", "r", action, "--url", daemon.url)
         assert out.returncode == 1
         assert f"{action} is not an admin action: hado runs {action}() itself" in out.stderr
-        assert "actions of plugin dummy: none" in out.stderr
+        assert "actions of plugin dummy: renew" in out.stderr
         assert daemon.app("web")["role"] == "active" and (tmp_path / "r").exists()
     finally:
         daemon.kill()
@@ -567,3 +567,39 @@ def test_check_config_prints_the_bound_per_app_and_no_warning_for_the_cluster_ex
         assert f"this node: {node} (from --node)" in out.stdout
         assert re.search(r"^web: safe without fencing: .*failover after a crash: about [\d.]+-[\d.]+ s \+ start time$",
                          out.stdout, re.M), out.stdout
+
+
+def test_a_slow_non_vital_monitor_does_not_delay_the_start(tmp_path):
+    """Only vital monitors gate what runs, so only their first result is awaited at
+    start-up (heartbeats begin after it: a node waiting for a slow informative check
+    looked dead to its peers, who then elected another node)."""
+    daemon, _ = solo(tmp_path, {"apps": {"web": {
+        "monitors": {"page": {"plugin": "command", "args": {"check": ["sleep", "4"]}, "timeout": 6,
+                              "vital": False}},
+        "resources": [dummy(tmp_path, "r")]}}})
+    daemon.start()
+    try:
+        daemon.wait_ready()
+        app = wait_for(lambda: daemon.app("web")["role"] == "active" and daemon.app("web"), 10, what="web active")
+        assert app["monitors"]["page"]["ok"] is None, "the app started before the slow check's first result"
+    finally:
+        daemon.kill()
+
+
+def test_maintenance_keeps_renewing_a_leased_resource(tmp_path):
+    """In maintenance hado stops nothing: it does not let a lease run out either."""
+    res = dummy(tmp_path, "r")
+    res["args"]["lease"] = 1
+    daemon, _ = solo(tmp_path, {"apps": {"web": {"resources": [res]}}})
+    daemon.start()
+    try:
+        daemon.wait_ready()
+        wait_for(lambda: daemon.app("web")["role"] == "active", what="web active")
+        assert http(daemon.url + "/v1/maintenance", {"on": True})[0] == 200
+        wait_for(lambda: daemon.app("web")["resources"]["r"]["state"] == "unmanaged", what="unmanaged")
+        time.sleep(2.5)
+        assert daemon.app("web")["resources"]["r"]["alive"] is True
+        lines = (tmp_path / "r").read_text().split()
+        assert int(lines[1]) > time.monotonic_ns(), "the lease ran out during maintenance"
+    finally:
+        daemon.kill()
