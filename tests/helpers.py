@@ -262,5 +262,12 @@ class Cluster:
         return sorted(out)
 
     def holds(self, name="r"):
-        """Nodes whose dummy state file exists now."""
-        return sorted(n for n in self.names if (self.dir / f"{name}-{n}").exists())
+        """Nodes whose dummy resource is alive now: its state file exists (and, with a
+        lease, its deadline has not passed)."""
+        def alive(path):
+            try:
+                lines = path.read_text().split()
+            except FileNotFoundError:
+                return False
+            return len(lines) < 2 or int(lines[1]) > time.monotonic_ns()
+        return sorted(n for n in self.names if alive(self.dir / f"{name}-{n}"))
