@@ -26,6 +26,11 @@ MAX_CONCURRENT = 32
 SOCKET_TIMEOUT = 5.0
 
 
+BUSY_BODY = b'{"error": "too many requests, retry", "status": 503}\n'
+BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        b"Content-Length: " + str(len(BUSY_BODY)).encode() + b"\r\n\r\n" + BUSY_BODY)
+
+
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -40,9 +45,7 @@ class Server(ThreadingHTTPServer):
     def process_request(self, request, client_address):
         if not self.slots.acquire(blocking=False):
             try:
-                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                                b"Connection: close\r\nContent-Length: 36\r\n\r\n"
-                                b'{"error": "too many requests, retry"}'[:36])
+                request.sendall(BUSY)
             except OSError:
                 pass
             self.shutdown_request(request)

@@ -34,17 +34,26 @@ LEASE_SLACK = 0.35
 
 
 def resource_lease(res, registry):
-    """The lease (seconds) of a resource whose plugin renews one, else None."""
+    """The lease (seconds) a resource declares, else None.
+
+    The plugin contract (docs/plugins.rst): a resource plugin whose resource ends by
+    itself unless renewed defines ``renew(**args)`` and ``lease(**args)``, the latter
+    returning the lease in seconds for these arguments (None: no lease). Computed once
+    per config (Node.set_timings, AppSupervisor's resources)."""
     try:
         plugin = registry.get(res["plugin"])
     except PluginError:
         return None
-    if not plugin.function("renew"):
+    return plugin_lease(plugin, res.get("args", {}))
+
+
+def plugin_lease(plugin, args):
+    if not (plugin.function("renew") and plugin.function("lease")):
         return None
-    lease = res.get("args", {}).get("lease", getattr(plugin.module, "DEFAULT_LEASE", None))
     try:
+        lease = plugin.bind("lease", args)()
         return float(lease) if lease else None
-    except (TypeError, ValueError):
+    except Exception:   # a broken lease() is the plugin's bug: count the resource as unleased
         return None
 
 

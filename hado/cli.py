@@ -19,7 +19,7 @@ USAGE = """\
   python3 -m hado [--foreground] [--config FILE] [--node NAME] [--log-level LEVEL]   run the daemon
   python3 -m hado COMMAND ...   talk to the local daemon or check things:
     status [--json] [--watch [SECONDS]]   nodes, apps, resources, with the reasons
-    explain APP [--if NODE=down|standby|unhealthy ...]   who would be active, and why
+    explain APP [--if NODE=down|standby|unhealthy ...] [--view FILE]   who would be active, and why (FILE: a saved /v1/view)
     check-config [FILE]                  validate a config (every error with its JSON path)
     keygen FILE                          write a random cluster secret (mode 0600)
     plugins                              list the plugins found, with their arguments
@@ -56,6 +56,8 @@ def build_parser():
     explain = sub.add_parser("explain")
     explain.add_argument("app")
     explain.add_argument("--if", dest="what_if", action="append", default=[], metavar="NODE=down|standby|unhealthy")
+    explain.add_argument("--view", dest="view_file", default=None, metavar="FILE",
+                         help="a saved GET /v1/view (or a tests/views/ file) instead of asking the daemon")
     check = sub.add_parser("check-config")
     check.add_argument("file", nargs="?")
     keygen = sub.add_parser("keygen")
@@ -228,8 +230,8 @@ def client_config(args):
         raise ApiError(f"{exc.errors[0]} (give --config FILE, or --url http://HOST:PORT)") from None
     config, errors, _ = config_mod.validate(raw, args.node)
     if config["node"]["name"] is None:
-        identity = [e for e in errors if e.startswith(("--node", "HADO_NODE", "node.name"))]
-        raise ApiError(f"{path}: {identity[0] if identity else '; '.join(errors)} (or give --url http://HOST:PORT)")
+        why = config.get("_identity_error") or "; ".join(errors)
+        raise ApiError(f"{path}: {why} (or give --url http://HOST:PORT)")
     config["_path"] = str(path)
     return config
 
@@ -351,7 +353,7 @@ def format_status(snap, view=None):
             state = "self"
         else:
             peer = snap["peers"].get(name, {})
-            state = "up" if peer.get("up") else ("down" if info.get("status") != "unknown" else "unknown")
+            state = peer.get("status", "unknown")   # local.peer_status, as the election sees it
             if peer.get("last_seen_s") is not None:
                 extra.append(f"last heard {peer['last_seen_s']:.1f} s ago")
             if peer.get("error"):
@@ -391,8 +393,12 @@ def monitor_word(m):
 
 
 def cmd_explain(args):
-    """The same decide() the daemon runs, on its view changed by the --if clauses."""
-    view = get(args, "/v1/view")
+    """The same decide() the daemon runs, on its view (or a saved one) changed by the --if clauses."""
+    fence_configured, fenced = False, ()
+    if args.view_file:
+        view, fence_configured, fenced = read_view_file(args.view_file)
+    else:
+        view = get(args, "/v1/view")
     if args.app not in view["apps"]:
         raise ApiError(f"no app named {args.app!r} (apps: {', '.join(view['apps']) or 'none'})")
     changes = []
@@ -406,12 +412,33 @@ def cmd_explain(args):
         view = election.what_if(view, changes)
     except ValueError as exc:
         raise ApiError(f"--if: {exc}") from None
-    print(explain_text(view, args.app, changes))
+    print(explain_text(view, args.app, changes, fence_configured, fenced))
     return 0
 
 
-def explain_text(view, app, changes=()):
-    decision = election.decide(view)[app]
+def read_view_file(path):
+    """``(view, fence_configured, fenced)`` from a file: a bare ``GET /v1/view`` answer,
+    or a regression case of tests/views/ (its "view", with its fencing facts)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except OSError as exc:
+        raise ApiError(f"--view: cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ApiError(f"--view: {path} is not JSON: {exc}") from None
+    fence_configured, fenced = False, ()
+    if isinstance(doc, dict) and isinstance(doc.get("view"), dict) and "me" not in doc:
+        fence_configured, fenced = bool(doc.get("fence_configured")), tuple(doc.get("fenced") or ())
+        doc = doc["view"]
+    missing = [k for k in ("me", "quorum", "dead_after", "nodes", "apps") if not isinstance(doc, dict) or k not in doc]
+    if missing:
+        raise ApiError(f"--view: {path} is not a view (GET /v1/view) nor a tests/views/ case: "
+                       f"no {', '.join(missing)}")
+    return doc, fence_configured, fenced
+
+
+def explain_text(view, app, changes=(), fence_configured=False, fenced=()):
+    decision = election.decide(view, fence_configured, fenced)[app]
     node, why = election.verdict(view, app, decision)
     prefix = "if " + " and ".join(f"{n} were {w}" for n, w in changes) + ": " if changes else ""
     if node:

@@ -77,6 +77,16 @@ APP = {
     "monitors": (dict, {}, "name -> monitor, judging this app on this node"),
     "resources": (list, REQUIRED, "started in list order, stopped in reverse"),
 }
+FENCE = {
+    "plugin": (str, REQUIRED, "fence plugin name"),
+    "args": (dict, {}, "keyword arguments for the plugin's fence(node, ...)"),
+    "timeout": (NUMBER, 60.0, "seconds before a fence counts as failed (no takeover then)"),
+}
+NOTIFY = {
+    "plugin": (str, REQUIRED, "notify plugin name"),
+    "args": (dict, {}, "keyword arguments for the plugin's notify(event, ...)"),
+    "timeout": (NUMBER, 10.0, "seconds before a notification is given up"),
+}
 TOP = {
     "cluster": (dict, {}, "the cluster: nodes, secret, timings, quorum"),
     "node": (dict, {}, "this node's own settings"),
@@ -84,6 +94,7 @@ TOP = {
     "apps": (dict, {}, "name -> app"),
 }
 SCHEMAS = {"": TOP, "cluster": CLUSTER, "node": NODE, "cluster.nodes.*": NODE_ENTRY,
+           "cluster.fence": FENCE, "cluster.notify[]": NOTIFY,
            "monitors.*": MONITOR, "apps.*": APP, "apps.*.monitors.*": MONITOR,
            "apps.*.resources[]": RESOURCE}
 
@@ -186,6 +197,15 @@ class Validator:
             if isinstance(spec[key], NUMBER) and spec[key] <= 0:
                 self.error(join(path, key), f"must be greater than 0, got {spec[key]}")
         self.plugin_args(spec, "resource", path)
+        if isinstance(spec.get("plugin"), str):
+            try:
+                plugin = self.registry.get(spec["plugin"])
+                if plugin.function("renew") and not plugin.function("lease"):
+                    self.warnings.append(f"{join(path, 'plugin')}: plugin '{spec['plugin']}' has renew() but no "
+                                         "lease(): hado cannot know how long its lease lasts and treats the "
+                                         "resource as unleased (docs/plugins.rst, the lease contract)")
+            except PluginError:
+                pass  # already reported by plugin_args
         if spec["kind"] == states.PROMOTABLE and isinstance(spec.get("plugin"), str):
             try:
                 plugin = self.registry.get(spec["plugin"])
@@ -348,6 +368,7 @@ def validate(raw, node_name=None, registry=None):
             name, how = identify(cluster["nodes"], node_name, node["name"], local=is_local)
         except IdentityError as exc:
             v.error(exc.key, str(exc))
+            config["_identity_error"] = f"{exc.key}: {exc}"
     if explicit_nodes and len(cluster["nodes"]) > 1 and node["name"] and not node_name and not env_name():
         v.warnings.append(f"node.name: {node['name']!r} in a file that lists {len(cluster['nodes'])} nodes: "
                           f"copied unchanged to every machine, every node would believe it is {node['name']}; "
@@ -384,13 +405,10 @@ def validate(raw, node_name=None, registry=None):
     if cluster["quorum"] not in ("majority", "none"):
         v.error("cluster.quorum", f"expected 'majority' or 'none', got {cluster['quorum']!r}")
     if cluster["fence"] is not None:
-        fence = v.section(cluster["fence"], {"plugin": (str, REQUIRED, ""), "args": (dict, {}, ""),
-                                             "timeout": (NUMBER, 60.0, "")}, "cluster.fence")
+        fence = v.section(cluster["fence"], FENCE, "cluster.fence")
         v.plugin_args(fence, "fence", "cluster.fence")
         cluster["fence"] = fence
-    cluster["notify"] = [v.section(item, {"plugin": (str, REQUIRED, ""), "args": (dict, {}, ""),
-                                          "timeout": (NUMBER, 10.0, "")}, f"cluster.notify[{i}]")
-                         for i, item in enumerate(cluster["notify"])]
+    cluster["notify"] = [v.section(item, NOTIFY, f"cluster.notify[{i}]") for i, item in enumerate(cluster["notify"])]
     for i, item in enumerate(cluster["notify"]):
         v.plugin_args(item, "notify", f"cluster.notify[{i}]")
 

@@ -29,8 +29,14 @@ the last one received, however old, for a down node)::
                       "epoch": 3, "active_node": "node-a", "move_to": None,
                       "claim": False, "claims": ["node-a"]}}}
 
+``uptime_s`` is how long this node has run. Every decision has a ``kind`` (KINDS below,
+for programs: nothing branches on a sentence) and a ``reason`` (the sentence, for people).
+
 The rules, in order (docs/cluster.rst explains the timing that makes them safe):
 
+0. a node that has run shorter than dead_after and has not had quorum yet *holds*:
+   it neither starts nor stops anything (its peers may simply not have answered yet);
+   without quorum after that, or once it had quorum and lost it, it stops the app;
 1. candidates: up nodes, not witnesses, that report the app eligible (not standby,
    healthy, app monitors pass, app not failed there);
 2. a move request for a candidate names the winner; else a node that already runs the
@@ -58,8 +64,7 @@ import copy
 
 from . import states
 
-# The roles in which a node runs (or is about to run) the whole app.
-RUNNING = (states.ACTIVE, states.STARTING)
+RUNNING = states.RUNNING
 
 
 def app_report(node, app):
@@ -107,7 +112,7 @@ def choose_winner(view, app):
     if not candidates:
         excuses = "; ".join(f"{n} {why_not_candidate(view, n, app)}" for n in sorted(view["nodes"]))
         return None, f"no eligible node ({excuses})"
-    count = f"{len(candidates)} candidate{'s' if len(candidates) > 1 else ''}"
+    count = f"{len(candidates)} candidates"
     for name in up:
         target = app_report(view["nodes"][name], app).get("move_to")
         if target in candidates:
@@ -119,13 +124,22 @@ def choose_winner(view, app):
             return preferred, f"{preferred} is the preferred node and preempt is on"
         keeper = min(running, key=lambda n: holder_rank(view, app, n))
         if len(running) > 1:
-            return keeper, (f"{keeper} already runs it (stickiness) and wins over "
-                            f"{', '.join(n for n in running if n != keeper)} (higher epoch or rank)")
+            def epoch(n):
+                return app_report(view["nodes"][n], app).get("epoch") or 0
+            others = [n for n in running if n != keeper]
+            newer = all(epoch(keeper) > epoch(n) for n in others)
+            why = (f"its term {epoch(keeper)} is newer" if newer else
+                   f"same term {epoch(keeper)}, higher {describe_priority(view, keeper)} or name")
+            return keeper, f"{keeper} already runs it (stickiness) and wins over {', '.join(others)} ({why})"
         return keeper, f"{keeper} already runs it (stickiness)"
+    if len(candidates) == 1:
+        return candidates[0], f"{candidates[0]} is the only candidate"
     if preferred in candidates:
         return preferred, f"{preferred} is the preferred node among {count}"
     best = candidates[0]
-    return best, f"{best} has the highest {describe_priority(view, best)} among {count}"
+    tied = [n for n in candidates[1:] if rank(view, n)[0] == rank(view, best)[0]]
+    tie = f" (a tie with {', '.join(tied)}, broken by name)" if tied else ""
+    return best, f"{best} has the highest {describe_priority(view, best)} among {count}{tie}"
 
 
 def believed_active(view, app):
@@ -137,7 +151,8 @@ def believed_active(view, app):
 
 
 def blockers(view, app, fence_configured=False, fenced=()):
-    """Reasons this node must not start ``app`` yet although it won (rule 3)."""
+    """``([(kind, sentence)], node to fence or None)``: why this node must not start
+    ``app`` yet although it won (rule 3)."""
     me, nodes = view["me"], view["nodes"]
     up = up_nodes(view)
     waits, fence = [], None
@@ -146,17 +161,17 @@ def blockers(view, app, fence_configured=False, fenced=()):
             continue
         entry = app_report(nodes[name], app)
         if entry.get("role") in states.HOLDING:
-            waits.append(f"{name} reports it {entry['role']}")
+            waits.append(("peer_holds", f"{name} reports it {entry['role']}"))
         seen = entry.get("active_node")
         if seen and seen not in (me, name):
             peer_sees = ((nodes[name].get("report") or {}).get("peers") or {}).get(seen)
             if peer_sees == "up":
-                waits.append(f"{name} still sees {seen} active")
+                waits.append(("peer_sees_holder", f"{name} still sees {seen} active"))
     for name, node in nodes.items():
         if name == me or name in up:
             continue
         if node["status"] == "unknown":
-            waits.append(f"{name} not heard from yet")
+            waits.append(("not_heard", f"{name} not heard from yet"))
             continue
         last_word = app_report(node, app).get("role")
         if last_word not in states.HOLDING:
@@ -164,14 +179,15 @@ def blockers(view, app, fence_configured=False, fenced=()):
         settings = view["apps"].get(app, {})
         wait_for = settings.get("takeover_after", view.get("takeover_after", view["dead_after"]))
         if node.get("silent_s") is not None and node["silent_s"] < wait_for:
-            waits.append(f"{name} was last {last_word} and is silent for {node['silent_s']:.1f} s, "
-                         f"under takeover_after {wait_for:.2f} s ({why_wait(view, app)})")
+            waits.append(("silence_short", f"{name} was last {last_word} and is silent for {node['silent_s']:.1f} s, "
+                                           f"under takeover_after {wait_for:.2f} s ({why_wait(view, app)})"))
             continue
         still_seen = [p for p in up if p != me and
                       ((nodes[p].get("report") or {}).get("peers") or {}).get(name) != "down"]
         if still_seen:
             verb = "does" if len(still_seen) == 1 else "do"
-            waits.append(f"{name} was last {last_word} and {', '.join(still_seen)} {verb} not see it down yet")
+            waits.append(("not_down_everywhere",
+                          f"{name} was last {last_word} and {', '.join(still_seen)} {verb} not see it down yet"))
             continue
         budget_wait = settings.get("peer_silence", view["dead_after"])
         if budget_wait > view["dead_after"] and not fence_configured:
@@ -180,13 +196,16 @@ def blockers(view, app, fence_configured=False, fenced=()):
             short = [p for p in up if p != me and
                      (((nodes[p].get("report") or {}).get("silent") or {}).get(name) or 0) < budget_wait]
             if short:
-                waits.append(f"{name} was last {last_word}: {', '.join(short)} must be without news of it "
-                             f"for {budget_wait:g} s first, so that it has had its stop budget of "
-                             f"{settings.get('budget', 0):g} s to stop the app")
+                so_far = ", ".join(f"{p} {((nodes[p].get('report') or {}).get('silent') or {}).get(name) or 0:.1f} s"
+                                   for p in short)
+                waits.append(("stop_budget", f"{name} was last {last_word}: every up peer must be without news "
+                                             f"of {name} for {budget_wait:.2f} s (so far: {so_far}), so that "
+                                             f"{name} has had the app's stop budget of "
+                                             f"{settings.get('budget', 0):g} s to stop it"))
                 continue
         if fence_configured and name not in fenced:
             fence = name
-            waits.append(f"{name} was last {last_word}: fencing it first")
+            waits.append(("fencing", f"{name} was last {last_word}: fencing it first"))
     return waits, fence
 
 
@@ -205,37 +224,58 @@ def describe_down(view, name):
     return f"{name} is down (silent for {silent:.1f} s > dead_after {view['dead_after']:g} s)"
 
 
+# Decision kinds (decision["kind"]), what each means for this node:
+KINDS = {
+    "witness": "a witness runs no apps",
+    "hold": "just started, no quorum yet: observe only, neither start nor stop",
+    "no_quorum": "no quorum: stop the app here",
+    "no_candidate": "no node may run the app: stop it here",
+    "ineligible": "this node may not run it; another node should",
+    "standby": "another node wins the election",
+    "yield": "a higher-ranked node claims it too: withdraw our claim",
+    "waiting": "elected, but something may still run it elsewhere: claim and wait",
+    "active": "run it here",
+}
+
+
 def decide_app(view, app, fence_configured=False, fenced=()):
-    """The decision for one app on this node: a dict with its sentence."""
+    """The decision for one app on this node: a dict with its ``kind`` and sentence."""
     me, nodes, quorum = view["me"], view["nodes"], view["quorum"]
     mine = app_report(nodes[me], app)
     my_role = mine.get("role", states.STANDBY)
     winner, why_winner = choose_winner(view, app)
     seen = believed_active(view, app)
-    decision = {"app": app, "active": False, "winner": winner, "active_node": seen, "claim": False,
-                "epoch": mine.get("epoch", 0), "fence": None, "waiting": False,
+    decision = {"app": app, "kind": None, "active": False, "winner": winner, "active_node": seen,
+                "claim": False, "epoch": mine.get("epoch", 0), "fence": None, "waits": [],
                 "run_clones": bool(quorum["ok"] and why_not_candidate(view, me, app) is None)}
     votes = f"quorum {quorum['votes']}/{len(nodes)}"
 
+    def done(kind, reason, **fields):
+        decision.update(kind=kind, reason=reason, **fields)
+        return decision
+
     if nodes[me].get("witness"):
-        decision["reason"] = f"{app}: standby on {me} because it is a witness (runs no apps)"
-        return decision
+        return done("witness", f"{app}: standby on {me} because it is a witness (runs no apps)")
+    counted = f"{quorum['votes']} vote{'s' if quorum['votes'] != 1 else ''}, {quorum['needed']} needed"
+    no_quorum = f"no quorum ({counted})"
+    uptime = view.get("uptime_s")
+    if not quorum["ok"] and not view.get("had_quorum") and uptime is not None and uptime < view["dead_after"]:
+        # Start-up: our peers may simply not have answered yet. Stopping what the probe
+        # found running would stop a healthy app on every hado restart; starting is
+        # impossible anyway without quorum. So observe only, for at most dead_after.
+        return done("hold", f"{app}: holding on {me}: started {uptime:.1f} s ago, waiting up to dead_after "
+                            f"{view['dead_after']:g} s to hear from the peers (no quorum yet: {counted})",
+                    run_clones=False)
     if not quorum["ok"]:
-        decision["reason"] = (f"{app}: stopped on {me} because it has no quorum "
-                              f"({quorum['votes']} vote{'s' if quorum['votes'] != 1 else ''}, "
-                              f"{quorum['needed']} needed)")
-        decision["run_clones"] = False
-        return decision
+        return done("no_quorum", f"{app}: stopped on {me} because it has {no_quorum}", run_clones=False)
     if winner is None:
-        decision["reason"] = f"{app}: stopped everywhere because there is {why_winner}"
-        return decision
+        return done("no_candidate", f"{app}: stopped everywhere because there is {why_winner}")
     if winner != me:
         why_me = why_not_candidate(view, me, app)
         if why_me:
-            decision["reason"] = f"{app}: standby on {me} because {me} {why_me}; {winner} should run it: {why_winner}"
-        else:
-            decision["reason"] = f"{app}: standby on {me} because {why_winner}"
-        return decision
+            return done("ineligible", f"{app}: standby on {me} because {me} {why_me}; {winner} should run it: "
+                                      f"{why_winner}")
+        return done("standby", f"{app}: standby on {me} because {why_winner}")
     if my_role not in RUNNING:
         # Not running yet: claim the app, and start only once every up peer has answered
         # a request sent after the claim without claiming or holding it itself.
@@ -249,11 +289,9 @@ def decide_app(view, app, fence_configured=False, fenced=()):
                 rivals.update(c for c in app_report(nodes[peer], app).get("claims") or () if c != me and c in nodes)
         better = sorted((n for n in rivals if rank(view, n) < rank(view, me)), key=lambda n: rank(view, n))
         if better:
-            decision["claim"] = False
-            decision["reason"] = (f"{app}: standby on {me} because {better[0]} claims it too and ranks higher "
-                                  f"({describe_priority(view, better[0])}); views differed for a moment")
-            return decision
-        waits += [f"{n} claims it too (it ranks lower and must yield first)" for n in sorted(rivals)]
+            return done("yield", f"{app}: standby on {me} because {better[0]} claims it too and ranks higher "
+                                 f"({describe_priority(view, better[0])}): yielding to its claim", claim=False)
+        waits += [("rival_claim", f"{n} claims it too (it ranks lower and must yield first)") for n in sorted(rivals)]
         if len(nodes) == 1:
             pass   # a one-node cluster has nobody to tell
         elif mine.get("claim"):
@@ -261,13 +299,13 @@ def decide_app(view, app, fence_configured=False, fenced=()):
             unconfirmed = [n for n in up if n != me and
                            (n not in answered or me not in (app_report(nodes[n], app).get("claims") or ()))]
             if unconfirmed:
-                waits.append(f"{', '.join(unconfirmed)} must answer once after seeing our claim")
+                waits.append(("unconfirmed", f"{', '.join(unconfirmed)} must answer once after seeing our claim"))
         else:
-            waits.append("our claim must reach every peer first")
+            waits.append(("claim_unsent", "our claim must reach every peer first"))
         if waits:
-            decision.update(waiting=True, fence=fence)
-            decision["reason"] = f"{app}: waiting on {me} (elected: {why_winner}) because {'; '.join(waits)}"
-            return decision
+            return done("waiting", f"{app}: waiting on {me} (elected: {why_winner}) because "
+                                   f"{'; '.join(why for _, why in waits)}",
+                        fence=fence, waits=[{"kind": kind, "why": why} for kind, why in waits])
     decision["active"] = True
     if my_role not in RUNNING or not mine.get("epoch"):
         # A new term: newer than any this node has heard of, so it wins any conflict
@@ -277,8 +315,7 @@ def decide_app(view, app, fence_configured=False, fenced=()):
     decision["active_node"] = me
     down = [describe_down(view, n) for n, node in sorted(nodes.items()) if node["status"] == "down"]
     because = f"{' and '.join(down)} and {why_winner}" if down else why_winner
-    decision["reason"] = f"{app}: active on {me} because {because}, with {votes}"
-    return decision
+    return done("active", f"{app}: active on {me} because {because}, with {votes}")
 
 
 def decide(view, fence_configured=False, fenced=()):

@@ -1,11 +1,47 @@
 """A node: wires the threads together, runs the election loop, stops in reverse.
 
-Start order: API, heartbeats, monitors (first results awaited), start-up probe of every
-resource, app supervisors, then READY=1. Every turn of the election loop (each
-heartbeat, or sooner when anything changed) the node computes its health and
-eligibility, builds the view, asks ``election.decide`` and writes each app's desired
-role and reason into the state; supervisors act on it. Stop order: apps (resources in
-reverse), monitors, heartbeats, API.
+Start order: API, heartbeats socket, app entries, monitors (first results of the vital
+ones awaited), start-up probe of every resource, app supervisors, one turn, heartbeats,
+leases, then READY=1. Stop order: apps (resources in reverse), monitors, heartbeats, API.
+
+One turn of the election loop (each heartbeat, or sooner when anything changed) is
+three steps, each in its own module: *observe* (local.py: peer status, health,
+eligibility, expiries, from one copy of the state), *decide* (election.py: every rule,
+the start-up hold included, one ``kind`` and one sentence per app) and *act* (act.py:
+desired role, claim, term, announce, pokes, logs, notifications). This module decides
+nothing; it builds the view and runs the threads.
+
+Who owns what. Every thread reads the state table through copies (``State`` methods,
+one lock); the table below says who calls which writer. Nothing else is shared, except
+where a comment at the field says what guards it.
+
+=====================  ==================================================================
+thread                 reads / writes
+=====================  ==================================================================
+main (election loop)   Node.run/turn/reload/stop. Writes, through act.Actor: apps'
+                       desired, reason, active_node, claim_since, epoch, announce,
+                       eligible, why_not, expired failure and move records; the notes
+                       (set_note). Owns Node.config, supervisors, monitors (replaced on
+                       reload), Actor's last_* fields. Starts fence/notify threads.
+api (and one thread    Reads snapshot() and view(). Admin requests call set_standby,
+per request)           set_maintenance, move, cancel_move, cleanup (State writers) and
+                       resource_action (a plugin call on a Caller of its own).
+peers                  Writes peer records: peer_answer (evidence, report, claims,
+                       quorum), peer_request, peer_error, peer_unreachable. Reads
+                       my_report() (observe() on a copy) and my_claims().
+monitor:NAME           Writes its own monitor entry (update_monitor).
+resource:APP           Writes its app's resource entries (update_resource), role (only
+                       through AppSupervisor.transition), failure and desired=standby
+                       on failure (fail_app) or exit. Owns its Resource objects, except
+                       Resource.next_check, which the leases thread may set to 0 (check
+                       at once; a lost race costs one interval) and Resource.revoked_for
+                       (the leases thread's alone).
+leases                 Calls renew() and, at quorum loss, stop() ("revoke") of leased
+                       resources through Callers of their own; writes no state.
+fence:NODE             Runs the fence plugin; adds to Actor.fenced under Actor.lock.
+notify:PLUGIN          Runs one notify plugin call; writes nothing.
+call:LABEL             One plugin call with a timeout (plugin.Caller); writes nothing.
+=====================  ==================================================================
 """
 
 import logging
@@ -15,10 +51,11 @@ import time
 
 from . import bounds
 from . import config as config_mod
-from . import election, states, systemd
+from . import election, local, systemd
+from .act import Actor
 from .monitor import Monitor
 from .peers import Heartbeats
-from .plugin import Caller, PluginError, Registry
+from .plugin import Caller, Registry
 from .resource import AppSupervisor, Leases
 from .state import State, wall
 
@@ -45,7 +82,7 @@ class Node:
         self.entry = cluster["nodes"][self.me]
         self.witness = self.entry.get("witness", False)
         self.state = State(self.me, cluster["name"], clock=clock)
-        self.state.notes["witness"] = self.witness
+        self.state.set_note("witness", self.witness)
         self.registry = Registry(config["node"]["plugin_dirs"])
         self.monitors = []
         self.monitor_stop = threading.Event()
@@ -55,12 +92,7 @@ class Node:
         self.api = None
         self.flags = {"stop": False, "reload": False}
         self.wakeup = self.state.changed
-        self.last_reason = {}
-        self.last_peer_status = {}
-        self.last_report = {}
-        self.fenced = set()
-        self.fencing = {}          # node -> thread running the fence
-        self.fence_tried = {}      # node -> monotonic time of the last attempt
+        self.actor = Actor(self)
         self.set_timings()
         self.watchdog = systemd.watchdog_interval()   # seconds between WATCHDOG=1, or None
         self.last_ping = 0.0
@@ -77,6 +109,8 @@ class Node:
         self.token = config_mod.read_token(self.config["node"]["token_file"])
         total = len(cluster["nodes"])
         needed = election.quorum(0, total, cluster["quorum"])["needed"]
+        # An answer counts as a vote for D/2 after its request was sent: the timing argument
+        # (docs/cluster.rst) gives an isolated node D/2 - h to stop before others start.
         self.state.configure_quorum(peers, needed, self.dead_after / 2)
         for warning in self.config.get("_warnings", []):
             log.warning("config: %s", warning)
@@ -129,6 +163,7 @@ class Node:
         # Every second spent here is a second the peers do not hear from us (heartbeats
         # start after this), so a non-vital monitor, which decides nothing, is not awaited.
         vital = [m for m in self.monitors if m.spec["vital"]]
+        # A check times out after its timeout; 0.5 s more lets its result reach the state.
         deadline = self.clock() + max([m.spec["timeout"] for m in vital] + [0]) + 0.5
         for monitor in vital:
             monitor.first_done.wait(max(0.0, deadline - self.clock()))
@@ -157,7 +192,7 @@ class Node:
                 continue
             self.state.add_app(app, [r["name"] for r in spec["resources"]], spec["monitors"])
             self.state.update_app(app, desired=None)
-            supervisor = AppSupervisor(self.state, app, spec, self.registry, self.clock, self.heartbeat)
+            supervisor = AppSupervisor(self.state, app, spec, self.registry, self.clock)
             if probe:
                 supervisor.probe()
             self.supervisors[app] = supervisor
@@ -199,10 +234,15 @@ class Node:
         if self.watchdog:
             wait = min(wait, self.watchdog)
         now = self.clock()
-        until = self.state.quorum_until
-        if until is not None and self.state.quorum["ok"]:
+        quorum, until = self.state.quorum_info()
+        if until is not None and quorum["ok"]:
+            # 1 ms past the lapse, so that the turn sees it lapsed (never just before it)
             wait = min(wait, max(0.005, until - now + 0.001))
         # ... and exactly when a peer turns down or a silent holder may be taken over
+        # ... and when the start-up hold ends (never-heard peers turn down then too)
+        hold_ends = self.state.started + self.dead_after
+        if hold_ends > now:
+            wait = min(wait, hold_ends - now + 0.002)
         waits = {self.dead_after} | {t["takeover_after"] for t in self.timing.values()}
         for record in self.state.peer_records().values():
             seen = record.get("evidence")
@@ -210,6 +250,7 @@ class Node:
                 continue
             for deadline in (seen + w for w in waits):
                 if deadline > now:
+                    # 2 ms past it: the peer is down / the holder taken over at that turn
                     wait = min(wait, deadline - now + 0.002)
         return wait
 
@@ -223,79 +264,32 @@ class Node:
                       ", ".join(dead))
         return not dead
 
-    def peer_status(self, now):
-        """name -> (status, silent seconds or None) for every peer."""
-        out = {}
-        records = self.state.peer_records()
-        for peer in self.config["cluster"]["nodes"]:
-            if peer == self.me:
-                continue
-            evidence = (records.get(peer) or {}).get("evidence")
-            if evidence is not None:
-                silent = now - evidence
-                out[peer] = ("up" if silent < self.dead_after else "down", round(silent, 2))
-            elif now - self.state.started >= self.dead_after:
-                out[peer] = ("down", None)
-            else:
-                out[peer] = ("unknown", None)
-        return out
-
-    def health(self):
-        failed = self.state.vital_failure()
-        if failed and failed[2]:
-            return False, f"is unhealthy (monitor {failed[0]} has no result yet)"
-        if failed:
-            return False, f"is unhealthy (monitor {failed[0]}: {failed[1]})"
-        return True, None
-
-    def eligibility(self, now, healthy, why_unhealthy):
-        """app -> reason it cannot run here (None when it can); expires old failures and moves."""
-        out = {}
-        standby = self.state.standby
-        for app, (failure, move, active_node, failing) in self.state.eligibility_inputs().items():
-            if failure and failure.get("until") is not None and now >= failure["until"]:
-                self.state.update_app(app, failure=None)
-                self.state.event(f"{app}: failure expired", failure["reason"])
-                log.info("expired: %s: failure_timeout passed, the app may run here again", app)
-                failure = None
-            if move and now >= move["until"]:
-                self.state.update_app(app, move=None)
-                log.warning("expired: move of %s to %s did not complete within its time", app, move["to"])
-            why = None
-            if standby:
-                why = "is in standby"
-            elif not healthy:
-                why = why_unhealthy
-            elif failing and failing[2]:
-                why = f"waits for the first result of app monitor {failing[0]}"
-            elif failing:
-                why = f"fails app monitor {failing[0]}: {failing[1]}"
-            if why is None and failure:
-                until = "or failure_timeout" if failure.get("until") is not None else "only"
-                why = f"has a failure: {failure['reason']} (cleared by hado cleanup {app} {until})"
-            out[app] = why
-        return out
-
-    def my_report(self, status=None):
-        """Our signed-heartbeat report (election.py's REPORT); ``status`` as peer_status() gives it."""
-        if status is None:
-            status = self.peer_status(self.clock())
-        healthy, why = self.health()
-        # Seconds without news of each peer; never heard of: all our uptime.
-        uptime = round(self.clock() - self.state.started, 2)
-        silent = {peer: uptime if t is None else t for peer, (_, t) in status.items()}
-        return self.state.report({peer: s for peer, (s, _) in status.items()}, healthy, why, silent=silent)
-
-    def view(self, now=None):
+    def observe(self, now=None):
+        """local.observe() on one copy of the state, at ``now``."""
         now = self.clock() if now is None else now
+        peers = [n for n in self.config["cluster"]["nodes"] if n != self.me]
+        return local.observe(self.state.inputs(), now, peers, self.dead_after, self.witness)
+
+    def my_report(self, obs=None):
+        """Our signed-heartbeat report (election.py's REPORT), for the peers thread too."""
+        obs = obs or self.observe()
+        uptime = obs["now"] - self.state.started
+        # Seconds without news of each peer; never heard of: all our uptime.
+        silent = {peer: uptime if t is None else t for peer, (_, t) in obs["status"].items()}
+        return self.state.report({peer: s for peer, (s, _) in obs["status"].items()}, obs["healthy"],
+                                 obs["why_unhealthy"], silent=silent)
+
+    def view(self, obs=None):
+        """The election's input (election.py's VIEW), from one observation."""
+        obs = obs or self.observe()
+        now, status = obs["now"], obs["status"]
         cluster = self.config["cluster"]
-        status = self.peer_status(now)
         records = self.state.peer_records()
         nodes = {}
         for name, entry in cluster["nodes"].items():
             node = {"priority": entry["priority"], "witness": entry["witness"]}
             if name == self.me:
-                node.update(status="up", silent_s=0.0, report=self.my_report(status))
+                node.update(status="up", silent_s=0.0, report=self.my_report(obs))
             else:
                 node.update(status=status[name][0], silent_s=status[name][1],
                             report=(records.get(name) or {}).get("report"))
@@ -308,150 +302,30 @@ class Node:
         for app in apps:
             since = self.state.app_entry(app).get("claim_since") if app in self.supervisors else None
             confirmed[app] = sorted(p for p, r in records.items()
-                                    if since is not None and (r.get("answered_sent") or 0) > since)
-        return {"me": self.me, "quorum": self.state.refresh_quorum(), "dead_after": self.dead_after,
-                "takeover_after": self.takeover, "nodes": nodes, "apps": apps, "confirmed": confirmed}
+                                    if since is not None and (r.get("evidence") or 0) > since)
+        return {"me": self.me, "quorum": self.state.refresh_quorum(), "had_quorum": self.state.had_quorum(),
+                "dead_after": self.dead_after,
+                "takeover_after": self.takeover, "uptime_s": now - self.state.started,
+                "nodes": nodes, "apps": apps, "confirmed": confirmed}
 
     def set_timings(self):
         """Per app, how long a silent holder is waited for (hado/bounds.py, docs/cluster.rst)."""
         self.timing = bounds.timings(self.config)
         self.takeover = max([t["takeover_after"] for t in self.timing.values()] + [self.dead_after])
-        self.state.notes["takeover_after_s"] = round(self.takeover, 2)
-        self.state.notes["timings"] = {app: {k: t[k] for k in ("takeover_after", "peer_silence", "budget")}
-                                       for app, t in self.timing.items()}
+        self.state.set_note("takeover_after_s", round(self.takeover, 2))
+        self.state.set_note("timings", {app: {k: t[k] for k in ("takeover_after", "peer_silence", "budget")}
+                                        for app, t in self.timing.items()})
 
     def turn(self):
-        now = self.clock()
-        healthy, why_unhealthy = self.health()
-        for app, why in self.eligibility(now, healthy, why_unhealthy).items():
-            self.state.update_app(app, eligible=why is None and not self.witness, why_not=why)
-        view = self.view(now)
-        mine = view["nodes"][self.me]["report"]["apps"]
-        if mine != self.last_report and self.heartbeats:
-            self.heartbeats.poke()   # peers waiting on us (to stop, to see a holder gone) learn it at once
-        self.last_report = mine
-        self.finish_moves(view)
+        """Observe (local.py), decide (election.py), act (act.py): one turn of the loop."""
+        obs = self.observe()
+        self.actor.record(obs)
+        view = self.view(obs)
+        self.actor.report_changed(view)
+        self.actor.finish_moves(view)
         decisions = election.decide(view, fence_configured=self.config["cluster"]["fence"] is not None,
-                                    fenced=self.fenced)
-        hold = not view["quorum"]["ok"] and now - self.state.started < self.dead_after
-        status = {p: node["status"] for p, node in view["nodes"].items() if p != self.me}
-        peers_changed = status != self.last_peer_status
-        self.last_peer_status = status
-        for app, decision in decisions.items():
-            if app in self.supervisors:
-                self.apply(app, decision, hold, peers_changed)
-            elif self.witness:
-                self.state.update_app(app, reason=decision["reason"], active_node=decision["active_node"])
-        if self.config["cluster"]["fence"] is not None:
-            for node in [n for n in self.fenced if status.get(n) == "up"]:
-                self.fenced.discard(node)   # it is back: a new failure needs a new fence
-            for decision in decisions.values():
-                if decision.get("fence"):
-                    self.fence(decision["fence"])
-
-    def finish_moves(self, view):
-        """A move is done once its target runs the app in a newer term than at the request."""
-        for app, entry in self.state.eligibility_inputs().items():
-            move = entry[1]
-            if not move:
-                continue
-            target = election.app_report(view["nodes"].get(move["to"], {}), app)
-            if target.get("role") == states.ACTIVE and (target.get("epoch") or 0) > move["epoch"]:
-                self.state.update_app(app, move=None)
-                log.info("moved: %s now runs on %s", app, move["to"])
-                self.state.event(f"{app}: moved to {move['to']}", "the admin's move is complete")
-
-    def apply(self, app, decision, hold, peers_changed):
-        entry = self.state.app_entry(app)
-        if hold:
-            desired = None
-            reason = (f"{app}: holding on {self.me}: started {self.clock() - self.state.started:.1f} s ago, "
-                      f"waiting up to dead_after {self.dead_after:g} s to hear from the peers "
-                      f"({decision['reason'].split(': ', 1)[1]})")
-        else:
-            desired = states.ACTIVE if decision["active"] else states.STANDBY
-            reason = decision["reason"]
-            if self.state.maintenance:
-                reason = f"MAINTENANCE: {reason} (resources are not started or stopped)"
-            elif self.state.standby:
-                reason = f"STANDBY: {reason}"
-        fields = {"desired": desired, "reason": reason, "active_node": decision["active_node"],
-                  "run_clones": decision["run_clones"] and not hold}
-        if decision["claim"] and not hold:
-            if entry.get("claim_since") is None:
-                fields["claim_since"] = self.clock()
-                if self.heartbeats:
-                    self.heartbeats.poke()
-        elif entry.get("claim_since") is not None and not decision["active"]:
-            fields["claim_since"] = None
-        if decision["active"]:
-            fields["claim_since"] = None
-        if decision["active"] and not hold and entry["desired"] != states.ACTIVE:
-            fields["epoch"] = decision["epoch"]       # a new term as holder of the app
-        if decision["active"] and not hold and (peers_changed or entry["desired"] != states.ACTIVE):
-            fields["announce"] = entry.get("announce", 0) + 1
-        self.state.update_app(app, **fields)
-        if desired != entry["desired"] or fields.get("announce"):
-            self.supervisors[app].wake.set()
-        if reason != self.last_reason.get(app):
-            self.last_reason[app] = reason
-            level = logging.INFO
-            if desired != entry["desired"]:
-                verb = "elected" if desired == states.ACTIVE else "stepping down" if entry["desired"] == states.ACTIVE else "decided"
-                log.log(level, "%s: %s", verb, reason)
-                self.state.event(f"{app}: {verb}", reason)
-            else:
-                log.log(level, "decided: %s", reason)
-            self.notify(app, decision, reason)
-        elif fields.get("announce"):
-            self.notify(app, decision, reason)
-
-    # ----- fencing and notifications (never block the loop) ------------------------
-
-    def fence(self, node):
-        """Run the fence plugin against ``node`` on a thread; retried every dead_after (>= 1 s)."""
-        if node in self.fenced or (node in self.fencing and self.fencing[node].is_alive()):
-            return
-        if self.clock() - self.fence_tried.get(node, -1e9) < max(1.0, self.dead_after):
-            return
-        self.fence_tried[node] = self.clock()
-        spec = self.config["cluster"]["fence"]
-
-        def work():
-            plugin = self.registry.get(spec["plugin"])
-            ok, value = Caller(f"fence:{node}").call(plugin.bind("fence", spec["args"], node=node), spec["timeout"])
-            if ok and value is False:   # only raising signals failure, but False is no success either
-                ok, value = False, "fence() returned False"
-            if ok:
-                log.warning("fenced: %s by plugin %s; it may be taken over now", node, spec["plugin"])
-                self.state.event(f"fenced {node}", f"plugin {spec['plugin']} succeeded")
-                self.fenced.add(node)
-            else:
-                log.error("failed: fencing %s with plugin %s: %s; no takeover from it", node, spec["plugin"], value)
-                self.state.event(f"fencing {node} failed", str(value))
-            self.wakeup.set()
-
-        log.warning("fencing: %s stopped answering while it held an app; running %s", node, spec["plugin"])
-        thread = threading.Thread(target=work, name=f"fence:{node}", daemon=True)
-        self.fencing[node] = thread
-        thread.start()
-
-    def notify(self, app, decision, reason):
-        for spec in self.config["cluster"]["notify"]:
-            event = {"app": app, "node": self.me, "active": decision["active"],
-                     "active_node": decision["active_node"], "reason": reason, "cluster": self.state.cluster}
-
-            def work(spec=spec, event=event):
-                try:
-                    plugin = self.registry.get(spec["plugin"])
-                    ok, value = Caller(f"notify:{spec['plugin']}").call(
-                        plugin.bind("notify", spec["args"], event=event), spec["timeout"])
-                except PluginError as exc:
-                    ok, value = False, str(exc)
-                if not ok:
-                    log.warning("failed: notify plugin %s: %s", spec["plugin"], value)
-
-            threading.Thread(target=work, name=f"notify:{spec['plugin']}", daemon=True).start()
+                                    fenced=self.actor.fenced_nodes())
+        self.actor.apply_all(decisions, view)
 
     # ----- admin requests (called by the API thread) --------------------------------
 
@@ -527,6 +401,16 @@ class Node:
     # ----- reload and stop ------------------------------------------------------------
 
     def reload(self):
+        """SIGHUP: apply the config file again, between RELOADING=1 and READY=1 (so that
+        `systemctl reload hado` returns when it is done, refused or applied)."""
+        # MONOTONIC_USEC: systemd 253 and newer want it with RELOADING=1; older ones ignore it.
+        systemd.notify(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+        try:
+            self.apply_config_file()
+        finally:
+            systemd.notify("READY=1\nSTATUS=" + self.summary())
+
+    def apply_config_file(self):
         path = self.config.get("_path")
         try:
             new = config_mod.load(path, self.me)

@@ -82,6 +82,7 @@ class Heartbeats(threading.Thread):
         self.sock = None
         self.addresses = {}
         self.last_asked = {}                    # peer -> when we last sent it a fresh request
+        self.poke_lock = threading.Lock()   # guards poked: set by any thread (poke), taken by this one
         self.poked = False
         self.wake_r, self.wake_w = socket.socketpair()
 
@@ -101,7 +102,8 @@ class Heartbeats(threading.Thread):
 
     def poke(self):
         """Start a round now, asking every peer to poll us back at once (a new claim)."""
-        self.poked = True
+        with self.poke_lock:
+            self.poked = True
         try:
             self.wake_w.send(b"!")
         except OSError:
@@ -112,8 +114,9 @@ class Heartbeats(threading.Thread):
         while not self.stopping.is_set():
             try:
                 now = self.clock()
-                if self.poked or now >= next_round:
+                with self.poke_lock:
                     poll_me, self.poked = self.poked, False
+                if poll_me or now >= next_round:
                     self.new_round(now, poll_me)
                     next_round = now + self.heartbeat
                 self.resend(now)

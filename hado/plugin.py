@@ -131,7 +131,8 @@ class Plugin:
                 continue
             if getattr(value, "__module__", None) != self.module.__name__:
                 continue  # imported helpers such as run()
-            if name in ("start", "stop", "alive", "check", "fence", "notify", "validate", "promote", "demote"):
+            if name in ("start", "stop", "alive", "check", "fence", "notify", "validate", "promote", "demote",
+                        "lease"):
                 continue
             names.append(name)
         return sorted(names)
@@ -218,7 +219,8 @@ class Registry:
 
     def __init__(self, plugin_dirs=()):
         self.dirs = [Path(d) for d in plugin_dirs] + [BUILTIN_DIR, INSTALLED_DIR]
-        self._loaded = {}   # name -> Plugin; only the thread that builds the registry writes
+        self._lock = threading.Lock()   # guards _loaded: supervisors, fence/notify threads and the API load plugins
+        self._loaded = {}   # name -> Plugin
 
     def paths(self):
         """name -> path of every plugin file found, earlier directories winning."""
@@ -234,6 +236,10 @@ class Registry:
 
     def get(self, name):
         """The loaded plugin ``name``; PluginError naming the plugins that exist."""
+        with self._lock:
+            return self._get(name)
+
+    def _get(self, name):
         if name in self._loaded:
             return self._loaded[name]
         paths = self.paths()

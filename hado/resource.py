@@ -3,8 +3,10 @@
 Resources start in list order and stop in reverse order, so one thread per app owns
 them all (two threads could not keep that order without a lock around both). The
 thread checks ``alive()`` of each running resource every ``interval``, handles deaths
-by ``on_fail``, renews leases (``renew()``) while the node is active with quorum, and
-re-announces (``announce()``) when the node re-confirms itself active.
+by ``on_fail``, and re-announces (``announce()``) when the node re-confirms itself
+active. Leases are the ``leases`` thread's (class Leases, below): it renews them every
+heartbeat and drops them at quorum loss, so no slow call of a supervisor delays them.
+The app's role has one writer, ``AppSupervisor.transition`` (states.ROLE_EDGES).
 
 The election writes ``desired`` into the app's entry: ``active``, ``standby`` or
 ``None`` (hold: observe only, used before the first decision after start-up).
@@ -13,7 +15,7 @@ The election writes ``desired`` into the app's entry: ``active``, ``standby`` or
 import logging
 import threading
 
-from . import states
+from . import bounds, states
 from .plugin import Caller
 from .state import wall
 
@@ -26,12 +28,10 @@ class Resource:
     def __init__(self, app, spec, plugin):
         self.app, self.name, self.spec, self.plugin = app, spec["name"], spec, plugin
         self.kind = spec["kind"]
-        lease = spec["args"].get("lease", getattr(plugin.module, "DEFAULT_LEASE", None))
-        self.leased = bool(plugin.function("renew") and lease)   # ends by itself unless renewed
+        self.leased = bool(bounds.plugin_lease(plugin, spec["args"]))   # ends by itself unless renewed
         self.revoked_for = None   # the quorum lapse (monotonic) it was dropped for; leases thread only
         self.callers = {}   # action -> Caller: a hung alive() must not stop a stop()
         self.next_check = 0.0
-        self.last_renew = 0.0
         self.announced = 0
 
     def call(self, action, timeout, function=None):
@@ -42,10 +42,9 @@ class Resource:
 
 
 class AppSupervisor(threading.Thread):
-    def __init__(self, state, app, spec, registry, clock, heartbeat):
+    def __init__(self, state, app, spec, registry, clock):
         super().__init__(name=f"resource:{app}", daemon=True)
         self.state, self.app, self.spec, self.clock = state, app, spec, clock
-        self.heartbeat = heartbeat
         self.resources = [Resource(app, r, registry.get(r["plugin"])) for r in spec["resources"]]
         self.wake = threading.Event()       # set by the node when the desired role changes
         self.exit = threading.Event()       # set to end the thread
@@ -67,7 +66,7 @@ class AppSupervisor(threading.Thread):
     # ----- start-up probe --------------------------------------------------------
 
     def probe(self):
-        """Call alive() on every resource; record what runs. Returns the role found."""
+        """Call alive() on every resource; record what runs, and publish the role it means."""
         for res in self.resources:
             ok, value = res.call("alive", res.spec["timeout"])
             if ok and isinstance(value, bool):
@@ -101,13 +100,15 @@ class AppSupervisor(threading.Thread):
     def next_wait(self):
         """Until the next alive() check is due; the node wakes us sooner on any new decision."""
         now = self.clock()
-        due = min([r.next_check for r in self.resources] + [now + 5.0])
+        # Only resources that observe() checks (running, failed, unmanaged) have a due check.
+        checked = (states.STARTED, states.R_FAILED, states.UNMANAGED)
+        due = min([r.next_check for r in self.resources if self.entry(r)["state"] in checked] + [now + 5.0])
         return max(0.05, due - now)
 
     def turn(self):
         app = self.state.app_entry(self.app)
         desired = app["desired"]
-        if self.state.maintenance:
+        if self.state.flags()[1]:   # maintenance
             self.observe(unmanaged=True)
             return
         self.adopt()
@@ -121,8 +122,8 @@ class AppSupervisor(threading.Thread):
         self.publish_role()
 
     def bring_up(self, promote, only_clones=False):
-        if not only_clones and self.role() not in (states.ACTIVE, states.STARTING):
-            self.state.update_app(self.app, role=states.STARTING)
+        if not only_clones and self.role() not in states.RUNNING:
+            self.transition(states.STARTING, "elected: starting its resources")
         for res in self.resources:
             if only_clones and res.kind == states.ACTIVE_STANDBY:
                 continue
@@ -139,7 +140,7 @@ class AppSupervisor(threading.Thread):
 
     def bring_down(self, keep_clones):
         if self.holding() and self.role() != states.STOPPING:
-            self.state.update_app(self.app, role=states.STOPPING)
+            self.transition(states.STOPPING, "stopping its resources")
         for res in reversed(self.resources):
             entry = self.entry(res)
             if res.kind == states.PROMOTABLE and entry["promoted"]:
@@ -168,17 +169,18 @@ class AppSupervisor(threading.Thread):
         return True
 
     def stop_resource(self, res):
-        again = self.entry(res)["message"].startswith("stop failed")
+        again = self.entry(res)["stop_failed"]
         self.set(res, state=states.R_STOPPING, message="stop() running")
         ok, value = res.call("stop", res.spec["stop_timeout"])
         if not ok:
-            self.set(res, state=states.R_FAILED, alive=None, message=f"stop failed: {value} (retrying)")
+            self.set(res, state=states.R_FAILED, alive=None, stop_failed=True,
+                     message=f"stop failed: {value} (retrying)")
             if not again:  # say it once, not at every retry
                 self.say(logging.ERROR, "failed", res, f"stop failed: {value}; it may still run, so the app "
                                                         "stays 'stopping' here and no other node takes it")
             res.next_check = self.clock() + res.spec["interval"]
             return False
-        self.set(res, state=states.STOPPED, alive=False, promoted=False, message="stopped")
+        self.set(res, state=states.STOPPED, alive=False, promoted=False, stop_failed=False, message="stopped")
         self.say(logging.INFO, "stopped", res, "stop() succeeded")
         return True
 
@@ -316,10 +318,19 @@ class AppSupervisor(threading.Thread):
             role = states.FAILED
         else:
             role = states.STANDBY
-        if role != app["role"]:
-            log.info("%s: %s: role %s -> %s", "elected" if role == states.ACTIVE else "changed", self.app,
-                     app["role"], role)
-            self.state.event(f"{self.app}: {app['role']} -> {role}", app["reason"])
+        self.transition(role, app["reason"], probing=probing or desired is None)
+
+    def transition(self, role, why, probing=False):
+        """The one writer of the app's role (states.ROLE_EDGES; PROBE_EDGES while probing)."""
+        old = self.role()
+        if role == old:
+            return
+        allowed = (states.PROBE_EDGES if probing else states.ROLE_EDGES)[old]
+        if role not in allowed:
+            raise ValueError(f"app {self.app}: illegal role change {old} -> {role} "
+                             f"(allowed: {', '.join(sorted(allowed))})")
+        log.info("%s: %s: role %s -> %s", "elected" if role == states.ACTIVE else "changed", self.app, old, role)
+        self.state.event(f"{self.app}: {old} -> {role}", why)
         self.state.update_app(self.app, role=role)
 
 
@@ -346,7 +357,7 @@ class Leases(threading.Thread):
             except Exception:  # loop boundary
                 log.exception("failed: lease renewal loop; going on")
             wait = self.heartbeat - (self.clock() - started)
-            until = self.state.quorum_until
+            until = self.state.quorum_info()[1]
             if until is not None and until > self.clock():
                 wait = min(wait, until - self.clock() + 0.001)   # wake when quorum lapses, to revoke
             self.stopping.wait(max(0.0, wait))
@@ -381,7 +392,7 @@ class Leases(threading.Thread):
         which no slow start, stop or alive() of the app's supervisor can block (the
         supervisor stops the rest, and these again, in order). A hung stop() here is
         covered by the lease itself: without renewals it ends within lease + slack."""
-        lapse = self.state.quorum_until
+        lapse = self.state.quorum_info()[1]
         for res in reversed(sup.resources):
             if not res.leased or res.revoked_for == lapse or sup.entry(res)["state"] not in (
                     states.STARTED, states.R_STARTING, states.R_FAILED):

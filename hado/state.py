@@ -13,6 +13,7 @@ import threading
 import time
 
 from . import __version__, states
+from .local import not_passing, peer_status
 
 EVENTS_KEPT = 200
 
@@ -26,22 +27,26 @@ def wall(ts=None):
 class State:
     """The state table of one node.
 
-    ``self._lock`` guards every attribute below it; ``changed`` is set after any
-    update that may alter a decision, and wakes the election loop.
+    ``node``, ``cluster`` and ``started`` are written once here and read by any thread
+    without the lock. ``_lock`` guards every other attribute: every method takes it,
+    every reader gets a copy, and no code outside this class touches them (node.py's
+    thread table says who calls which writer). ``changed`` is set after any update that
+    may alter a decision, and wakes the election loop.
     """
 
     def __init__(self, node, cluster, clock=time.monotonic):
         self.clock = clock
         self.changed = threading.Event()
-        self._lock = threading.RLock()
+        self.node = node              # constant
+        self.cluster = cluster        # constant
+        self.started = clock()        # constant: monotonic time the node started
+        self._lock = threading.Lock()  # nothing below re-enters it (helpers named _x assume it is held)
         # --- guarded by _lock ---
-        self.node = node
-        self.cluster = cluster
-        self.started = clock()
         self.standby = False
         self.maintenance = False
         self.quorum = {"ok": False, "votes": 0, "needed": 1}
         self.quorum_until = None      # monotonic time when our quorum lapses (None: never lapses)
+        self.ever_quorum = False      # had quorum at least once since start (ends the start-up hold)
         self.voters = []              # peer names whose answers count as votes
         self.needed = 1               # votes needed, ours included
         self.fresh_for = 1.0          # an answer counts as a vote this long after its request was sent
@@ -69,6 +74,11 @@ class State:
             setattr(self, name, bool(value))
             self._touch()
 
+    def set_note(self, key, value):
+        """A fact for the state document (``witness``, ``timings``...)."""
+        with self._lock:
+            self.notes[key] = value
+
     def set_config_error(self, message):
         with self._lock:
             self.config_error = message
@@ -84,13 +94,14 @@ class State:
         quorum_until is when the votes will drop below needed unless new answers come.
         It is computed on every answer, so readers in any thread see it exact.
         """
-        sent = sorted((self.peers[p]["answered_sent"] for p in self.voters
-                       if p in self.peers and self.peers[p]["answered_sent"] is not None), reverse=True)
+        sent = sorted((self.peers[p]["evidence"] for p in self.voters
+                       if p in self.peers and self.peers[p]["evidence"] is not None), reverse=True)
         fresh = [t for t in sent if now - t < self.fresh_for]
         votes = 1 + len(fresh)
-        voters = sorted(p for p in self.voters if p in self.peers and self.peers[p]["answered_sent"] is not None
-                        and now - self.peers[p]["answered_sent"] < self.fresh_for)
+        voters = sorted(p for p in self.voters if p in self.peers and self.peers[p]["evidence"] is not None
+                        and now - self.peers[p]["evidence"] < self.fresh_for)
         self.quorum = {"ok": votes >= self.needed, "votes": votes, "needed": self.needed, "voters": voters}
+        self.ever_quorum = self.ever_quorum or self.quorum["ok"]
         if self.needed <= 1:
             self.quorum_until = None
         elif len(sent) >= self.needed - 1:
@@ -113,6 +124,7 @@ class State:
                 "role": old.get("role", states.STANDBY), "active_node": old.get("active_node"),
                 "eligible": old.get("eligible", False), "why_not": old.get("why_not"),
                 "reason": old.get("reason", f"{name}: waiting for the first decision"),
+                "decision": old.get("decision"),   # the kind of the last decision (election.KINDS)
                 "epoch": old.get("epoch", 0), "desired": old.get("desired", states.STANDBY),
                 "run_clones": old.get("run_clones", False),
                 "failure": old.get("failure"), "move": old.get("move"), "claim_since": old.get("claim_since"),
@@ -120,6 +132,17 @@ class State:
                 "resources": {r: old.get("resources", {}).get(r, new_resource()) for r in resources},
             }
             self.apps[name] = entry
+
+    def expire_failure(self, app):
+        """failure_timeout passed: forget the failure and the restart history that led to
+        it (else the first death after expiry would fail the app again at once); the
+        fail counts stay, for the record, until cleanup."""
+        with self._lock:
+            entry = self.apps[app]
+            entry["failure"] = None
+            for res in entry["resources"].values():
+                res["restarts"] = []
+            self._touch()
 
     def cleanup(self, app):
         """Forget the app's failure record, fail counts and restart history."""
@@ -175,14 +198,13 @@ class State:
         """A valid, signed answer from ``name`` to our request sent at ``sent_at``."""
         with self._lock:
             peer = self.peers.setdefault(name, new_peer())
-            peer["answered_sent"] = max(peer["answered_sent"] or 0, sent_at)
             peer["evidence"] = max(peer["evidence"] or 0, sent_at)
             if peer["report"] != report:
                 self._touch()
             peer["report"] = report
             peer["claims"] = sorted(app for app, entry in report["apps"].items()
                                     if isinstance(entry, dict) and entry.get("claim")
-                                    and entry.get("role") not in (states.ACTIVE, states.STARTING))
+                                    and entry.get("role") not in states.RUNNING)
             peer["error"] = None
             old = self.quorum["ok"]
             self._recompute_quorum(self.clock())
@@ -219,6 +241,21 @@ class State:
 
     # ----- readers -------------------------------------------------------------
 
+    def flags(self):
+        """(standby, maintenance)"""
+        with self._lock:
+            return self.standby, self.maintenance
+
+    def quorum_info(self):
+        """(quorum as last computed, monotonic time it lapses or None)"""
+        with self._lock:
+            return dict(self.quorum), self.quorum_until
+
+    def had_quorum(self):
+        """True once this node has had quorum since it started."""
+        with self._lock:
+            return self.ever_quorum
+
     def holding_lapsed(self, now=None):
         """True when our quorum has lapsed: we must not claim to run anything."""
         with self._lock:
@@ -226,13 +263,9 @@ class State:
             return self.quorum_until is not None and now >= self.quorum_until
 
     def _reported_role(self, app, now):
-        """The role we tell others: never active/starting once our quorum lapsed."""
-        role = self.apps[app]["role"]
-        if self.apps[app]["desired"] == states.ACTIVE and role in (states.STANDBY, states.FAILED):
-            role = states.STARTING   # decided, the supervisor has not begun yet: say so already
-        if role in (states.ACTIVE, states.STARTING) and self.quorum_until is not None and now >= self.quorum_until:
-            return states.STOPPING
-        return role
+        """The role we tell others (and show): states.reported_role of the stored one."""
+        lapsed = self.quorum_until is not None and now >= self.quorum_until
+        return states.reported_role(self.apps[app]["role"], self.apps[app]["desired"], lapsed)
 
     def _claims_seen(self, app, peer_status):
         """Nodes claiming ``app`` as far as we know: us, and up peers whose last report claims."""
@@ -271,22 +304,26 @@ class State:
             return copy.deepcopy(self.peers)
 
     def snapshot(self, dead_after=None):
-        """The state document (DESIGN.md "The state document"), a deep copy."""
+        """The state document (GET /v1/state; docs/admin.rst "Reading the state"), a deep copy."""
         with self._lock:
             now = self.clock()
             healthy = not_passing(self.monitors) is None
+            status = peer_status(self.voters, self.peers, now, self.started, dead_after) if dead_after else {}
             peers = {}
-            for name, peer in self.peers.items():
+            for name in sorted(set(self.voters) | set(self.peers)):
+                peer = self.peers.get(name) or new_peer()
                 seen = None if not peer["evidence"] else round(now - peer["evidence"], 2)
                 asked = None if not peer["last_request"] else round(now - peer["last_request"], 2)
-                peers[name] = {"up": bool(seen is not None and dead_after is not None and seen < dead_after),
+                word = status.get(name, ("unknown", None))[0]
+                peers[name] = {"status": word, "up": word == "up",
                                "last_seen_s": seen, "last_request_s": asked, "error": peer["error"],
                                "rejected": dict(peer["rejected"])}
             apps = {}
             for name, app in self.apps.items():
                 apps[name] = {
                     "role": self._reported_role(name, now), "active_node": app["active_node"],
-                    "eligible": app["eligible"], "reason": app["reason"], "epoch": app["epoch"],
+                    "eligible": app["eligible"], "reason": app["reason"], "decision": app["decision"],
+                    "epoch": app["epoch"],
                     "failure": public_expiry(app["failure"], now), "move": public_expiry(app["move"], now),
                     "monitors": {m: public_monitor(e) for m, e in app["monitors"].items()},
                     "resources": {r: public_resource(e) for r, e in app["resources"].items()},
@@ -314,31 +351,20 @@ class State:
             entry = self.apps[app]["resources"][name]
             return dict(entry, restarts=list(entry["restarts"]))   # flat but for one list
 
-    def vital_failure(self):
-        """(monitor name, message, pending) of a vital system monitor that failed or has no result yet, else None."""
+    def moves(self):
+        """app -> its pending move record (this node's admin requests)."""
         with self._lock:
-            return not_passing(self.monitors)
+            return {app: dict(e["move"]) for app, e in self.apps.items() if e.get("move")}
 
-    def eligibility_inputs(self):
-        """app -> (failure, move, active_node, failed vital app monitor or None)."""
+    def inputs(self):
+        """What observing needs (local.observe), one consistent copy under the lock."""
         with self._lock:
-            out = {}
-            for app, entry in self.apps.items():
-                failing = not_passing(entry["monitors"])
-                out[app] = (copy.copy(entry["failure"]), copy.copy(entry["move"]), entry["active_node"], failing)
-            return out
-
-
-def not_passing(monitors):
-    """(name, message, pending) of the first vital monitor that failed or has no result
-    yet (pending True), else None.
-
-    A monitor that has not answered yet does not pass: nothing may start on its word
-    before it has spoken (a first result is awaited at start-up, so this is short)."""
-    for name, monitor in monitors.items():
-        if monitor.get("vital", True) and monitor["ok"] is not True:
-            return name, monitor["message"], monitor["ok"] is None
-    return None
+            return {
+                "started": self.started, "standby": self.standby, "maintenance": self.maintenance,
+                "peers": copy.deepcopy(self.peers), "monitors": copy.deepcopy(self.monitors),
+                "apps": {app: {"failure": copy.copy(e["failure"]), "move": copy.copy(e["move"]),
+                               "monitors": copy.deepcopy(e["monitors"])} for app, e in self.apps.items()},
+            }
 
 
 def vital(monitors, name):
@@ -354,11 +380,11 @@ def new_monitor(is_vital=True):
 
 def new_resource():
     return {"state": states.STOPPED, "alive": None, "fail_count": 0, "since": wall(),
-            "message": "not probed yet", "restarts": [], "promoted": False}
+            "message": "not probed yet", "restarts": [], "promoted": False, "stop_failed": False}
 
 
 def new_peer():
-    return {"answered_sent": None, "evidence": None, "last_request": None, "report": None, "error": None,
+    return {"evidence": None, "last_request": None, "report": None, "error": None,
             "rejected": {}, "claims": []}
 
 

@@ -39,6 +39,12 @@ def start(path, start_delay=0.0, node=None, lease=None):
     _log(path, now, "start", node)
 
 
+def lease(lease=None):
+    """The lease contract (docs/plugins.rst): alive() turns false this many seconds after
+    the last renewal; None: no lease."""
+    return lease
+
+
 def renew(path, lease=None):
     """Push the deadline of a leased resource ``lease`` seconds ahead; never revives one."""
     if not lease:

@@ -44,7 +44,7 @@ GARP_COUNT = 5
 # $1 interface, $2 the address as a host route, $3 the address with its prefix, $4 lease, $5 nodad or nothing
 RENEW_SCRIPT = ('ip -o addr show dev "$1" to "$2" | grep -q . || exit 3; '
                 'exec ip addr change "$3" dev "$1" valid_lft "$4" preferred_lft "$4" $5')
-DEFAULT_LEASE = 1   # seconds; the engine reads this to know how long a takeover must wait
+DEFAULT_LEASE = 1   # seconds (lease() tells the engine, which waits that long before a takeover)
 GARP_INTERVAL = 0.5
 ETH_P_ARP = 0x0806
 ETH_BROADCAST = b"\xff" * 6
@@ -82,6 +82,12 @@ def stop(address, interface):
 
 def alive(address, interface):
     return _holds(_link(interface), _parse(address))
+
+
+def lease(lease=DEFAULT_LEASE):
+    """The lease contract (docs/plugins.rst): the address ends by itself this many seconds
+    (plus the kernel's slack) after its last renewal; None: no lease."""
+    return lease
 
 
 def renew(address, interface, lease=DEFAULT_LEASE):

@@ -76,7 +76,7 @@ import hado
 from hado.plugin import PluginError, run
 
 KILL_WAIT = 5.0  # seconds to wait for the kernel to remove a SIGKILLed process
-DEFAULT_LEASE = None  # no lease unless the config gives one; the engine reads this (takeover wait)
+DEFAULT_LEASE = None  # no lease unless the config gives one (lease() tells the engine)
 LEASH = os.path.join(os.path.dirname(os.path.abspath(hado.__file__)), "leash.py")
 LEASE_DIR = "/run/hado"  # lease and output files of resources found by name
 LEASH_WAIT = 2.0  # seconds stop() waits for a leash to exit once its process is gone
@@ -133,6 +133,12 @@ def stop(pidfile=None, name=None, stop_timeout=10):
                 raise PluginError(f"{_what(pidfile, name)}: pid {', '.join(map(str, left))} still "
                                   f"running {KILL_WAIT:g} s after SIGKILL")
     _release(_lease_path(pidfile, name))
+
+
+def lease(lease=None):
+    """The lease contract (docs/plugins.rst): with a lease the leash kills the process this
+    many seconds after the last renewal, and at once when hado dies; None: no lease."""
+    return lease
 
 
 def renew(pidfile=None, name=None, lease=None):

@@ -103,8 +103,9 @@ def test_two_nodes_and_a_witness_lose_one_then_both(cluster):
     assert c.active(names=["node-a", "node-b"]) == ["node-a"], "losing the witness moves nothing"
     assert c["node-a"].state()["quorum"]["ok"]
     c.kill("node-a")
-    state = wait_for(lambda: (s := c["node-b"].state())["apps"]["web"]["reason"].find("no quorum") >= 0 and s,
-                     what="survivor explains it has no quorum")
+    state = wait_for(lambda: (s := c["node-b"].state())["apps"]["web"]["decision"] == "no_quorum" and s,
+                     what="survivor decides it has no quorum")
+    assert "no quorum (1 vote, 2 needed)" in state["apps"]["web"]["reason"]
     assert state["apps"]["web"]["role"] != "active" and not state["quorum"]["ok"]
     time.sleep(DEAD)
     assert "node-b" not in c.holds(), "a node without quorum never takes over"

@@ -547,8 +547,8 @@ def budget_view(peer_silent, own_silent=30.0):
 def test_takeover_waits_until_every_peer_is_without_news_for_the_budget():
     waiting = election.decide(budget_view(peer_silent=10.0))["web"]
     assert not waiting["active"]
-    assert ("node-a was last active: node-c must be without news of it for 21.5 s first, so that it has had "
-            "its stop budget of 20 s to stop the app") in waiting["reason"]
+    assert ("node-a was last active: every up peer must be without news of node-a for 21.50 s (so far: "
+            "node-c 10.0 s), so that node-a has had the app's stop budget of 20 s to stop it") in waiting["reason"]
     assert election.decide(budget_view(peer_silent=21.6))["web"]["active"]
     own = election.decide(budget_view(peer_silent=30.0, own_silent=10.0))["web"]
     assert not own["active"] and "under takeover_after 21.50 s (the app's stop budget of 20 s" in own["reason"]
@@ -603,3 +603,31 @@ def test_maintenance_keeps_renewing_a_leased_resource(tmp_path):
         assert int(lines[1]) > time.monotonic_ns(), "the lease ran out during maintenance"
     finally:
         daemon.kill()
+
+
+def test_a_lease_is_a_plugin_contract_renew_without_lease_is_unleased_and_warned(tmp_path):
+    """A third-party plugin that renews something declares its lease with lease();
+    without it hado cannot know how long to wait, so it counts as unleased (stop budget)."""
+    from hado import bounds
+    (tmp_path / "leased.py").write_text('"""A leased test resource."""\n'
+                                        "def start(path, lease=2): pass\n"
+                                        "def stop(path, lease=2): pass\n"
+                                        "def alive(path, lease=2): return False\n"
+                                        "def renew(path, lease=2): pass\n"
+                                        "def lease(lease=2): return lease\n")
+    (tmp_path / "renewonly.py").write_text('"""Renews but declares no lease."""\n'
+                                           "def start(path): pass\n"
+                                           "def stop(path): pass\n"
+                                           "def alive(path): return False\n"
+                                           "def renew(path): pass\n")
+    for plugin, lease, warned in (("leased", 2.0, False), ("renewonly", 0, True)):
+        raw = {"cluster": {"nodes": {"a": {"url": "http://127.0.0.1:1"}, "b": {"url": "http://127.0.0.1:2"},
+                                     "c": {"url": "http://127.0.0.1:3"}}, "secret_file": "/s"},
+               "node": {"plugin_dirs": [str(tmp_path)]},
+               "apps": {"web": {"resources": [{"name": "r", "plugin": plugin, "args": {"path": "/x"},
+                                               "timeout": 1, "start_timeout": 1, "stop_timeout": 1}]}}}
+        cfg, errors, warnings = config_mod.validate(raw, "a")
+        assert errors == []
+        t = bounds.app_timing(cfg, "web")
+        assert t["lease"] == lease and (t["budget"] > 0) == warned
+        assert any("has renew() but no lease()" in w for w in warnings) == warned
