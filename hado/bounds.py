@@ -80,6 +80,11 @@ def app_timing(config, app, registry=None):
         budget = in_flight + sum(r["stop_timeout"] + (r["timeout"] if r["kind"] == states.PROMOTABLE else 0)
                                  for r in unleased)
     peer_silence = dead + max(0.0, budget - (dead / 2 - h))
+    if longest:
+        # The holder may have renewed until the last answer *any* peer got from it (it
+        # kept quorum through them, not through us): every up peer must be without news
+        # of it for the lease too, not only this node (the campaign's bug B).
+        peer_silence = max(peer_silence, longest + LEASE_SLACK + h)
     takeover = max(dead, peer_silence, (longest + LEASE_SLACK + h) if longest else 0.0)
     return {"lease": longest, "budget": budget, "unleased": [r["name"] for r in unleased],
             "peer_silence": round(peer_silence, 3), "takeover_after": round(takeover, 3)}

@@ -198,10 +198,11 @@ def blockers(view, app, fence_configured=False, fenced=()):
             if short:
                 so_far = ", ".join(f"{p} {((nodes[p].get('report') or {}).get('silent') or {}).get(name) or 0:.1f} s"
                                    for p in short)
+                what = (f"{name} has had the app's stop budget of {settings['budget']:g} s to stop it"
+                        if settings.get("budget") else f"the lease of what {name} renewed has run out")
                 waits.append(("stop_budget", f"{name} was last {last_word}: every up peer must be without news "
                                              f"of {name} for {budget_wait:.2f} s (so far: {so_far}), so that "
-                                             f"{name} has had the app's stop budget of "
-                                             f"{settings.get('budget', 0):g} s to stop it"))
+                                             f"{what}"))
                 continue
         if fence_configured and name not in fenced:
             fence = name

@@ -1,9 +1,8 @@
 """Signed heartbeats between nodes: UDP datagrams on the port of each node's url.
 
-Every ``heartbeat`` seconds this node sends each peer a request with a fresh nonce,
-signed with the cluster secret, and re-sends the same request every heartbeat/4 until
-it is answered. The peer answers with its report (election.py) signed over
-``nonce + body``. An answer is evidence from the time the request was *first sent*
+Every ``heartbeat`` seconds this node sends each peer a request with a fresh nonce and
+re-sends it every heartbeat/4 until it is answered. The peer answers with its report
+(election.py). An answer is evidence from the time the request was *first sent*
 (never when the answer arrived), so a late answer can never stretch our quorum. A
 peer's requests are recorded but are no evidence (docs/cluster.rst says why).
 
@@ -13,21 +12,48 @@ a re-send a quarter heartbeat later, not a TCP retransmission timeout of 0.2-1 s
 time and, with re-sends, almost never over a whole quorum window. The HTTP API still
 serves the full state (``GET /v1/state``, signed when the request sends a nonce).
 
-Messages (JSON, one line, then a newline and the hex HMAC-SHA256)::
+The datagram (protocol version 2), built so that a receiver checks the MAC over the
+raw bytes before it parses anything::
 
-    request: {"type": "ping", "cluster": C, "from": A, "to": B, "nonce": N, "claims": [APP...]
-              [, "poll_me": true]}                                             signed over body
-    answer:  {"type": "pong", "cluster": C, "from": B, "nonce": N, "report": {...}}  signed over N + body
+    offset  0   4 bytes  b"HADO"
+            4   1 byte   version (2)
+            5   1 byte   type: b"Q" request, b"A" answer
+            6  16 bytes  nonce (random; an answer repeats its request's)
+           22   n bytes  body: one JSON object, UTF-8
+       22 + n  32 bytes  HMAC-SHA256 over bytes 0 .. 22 + n, with a key derived from
+                         the cluster secret (heartbeat_key: never the API's signatures)
+
+    request body: {"cluster": C, "from": A, "to": B, "boot": R, "seq": S, "claims": [APP...]
+                   [, "poll_me": true]}
+    answer body:  {"cluster": C, "from": B, "to": A, "boot": R, "seq": S, "report": {...}}
+
+``boot`` is random per run of hado and ``seq`` counts every datagram that run sends:
+a receiver applies a peer's message only when it is newer than the last one it applied
+from that run, and only from a run that an answer to one of its own fresh nonces has
+shown alive. So a replayed or reordered message never brings back an older word (the
+claims a request lists) after a newer one.
+
+Receiving, cheapest test first: length and fixed header (magic, version, type, size
+limit of the type), then for an answer whether its nonce is pending (a dict look-up),
+then the MAC over the raw bytes (one ``hmac.digest``), and only then UTF-8 and JSON.
+
+A flood cannot starve the peers: besides the socket bound to the port (open to
+anyone) there is one socket per peer, bound to the same port and *connected* to the
+peer's address, and the kernel delivers each datagram to the socket that matches it
+best: a peer's datagrams land in a queue of their own that no foreign sender can
+fill. Those queues are read first, every turn; the open socket is read in batches of
+at most ``BATCH`` and at most ``PUBLIC_RATE`` datagrams a second, so a flood costs a
+bounded share of one CPU and the kernel drops the rest.
 
 A request carries the apps its sender claims, so the answer to it already echoes the
-claim (election.py: a claim counts once every peer lists it); a replayed request can
-only make a peer echo a claim that is no more, which delays a start, never causes one.
-``poll_me`` asks the peer to send us a request at once: a node whose roles changed
-pokes its peers that way, so a node waiting for it to stop (a move) learns it at once.
-Nudges are limited to one per heartbeat/16 and peer.
+claim (election.py: a claim counts once every peer lists it). ``poll_me`` asks the peer
+to send us a request at once: a node whose roles changed pokes its peers that way, so
+a node waiting for it to stop (a move) learns it at once. Nudges are limited to one per
+heartbeat/16 and peer.
 
-A message with a bad signature, from an unknown node, for another cluster or that
-does not parse is dropped and counted; the count and the last error are in the state.
+A message that fails any check is dropped and counted (docs/cluster.rst lists the
+kinds), under the peer it comes from (its address before the MAC is checked, its
+signed name after) or under unknown senders; the count and last error are in the state.
 """
 
 import hashlib
@@ -41,64 +67,172 @@ import threading
 
 log = logging.getLogger("hado.peers")
 
-MAX_DATAGRAM = 65000
+VERSION = 2
+MAGIC = b"HADO"
+REQUEST, ANSWER = ord("Q"), ord("A")
+NONCE_BYTES = 16
+HEADER = len(MAGIC) + 2 + NONCE_BYTES       # 22: magic, version, type, nonce
+MAC_BYTES = 32
+SMALLEST = HEADER + 2 + MAC_BYTES           # the body is at least "{}"
+MAX_REQUEST = 16384                         # a request lists names only
+MAX_DATAGRAM = 65000                        # an answer carries the report
+RCVBUF = 256 * 1024     # per socket: a peer's queue holds 4 maximal datagrams, about 100 real ones
+PUBLIC_RATE = 20000     # datagrams a second read from the open socket at most
+PUBLIC_BURST = 2000
+BATCH = 64              # datagrams read from one socket before the others get their turn
+RECENT_ROUNDS = 8       # answers to nonces this many heartbeats old are late, not forged
+KINDS = ("unparsable", "version", "oversized", "unknown_nonce", "bad_signature", "unknown_node",
+         "wrong_cluster", "wrong_node", "replayed", "bad_report")
 
 
 def sign(secret, data):
+    """The hex HMAC-SHA256 of the API's signed state (X-Hado-Signature)."""
     return hmac.new(secret, data, hashlib.sha256).hexdigest().encode()
 
 
-def pack(secret, body, prefix=b""):
-    data = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
-    return data + b"\n" + sign(secret, prefix + data)
+def heartbeat_key(secret):
+    """The key of the heartbeat MACs, derived from the cluster secret: no signature made
+    with the secret itself (the API signs over a nonce its caller chooses) is ever one."""
+    return hmac.digest(secret, b"hado heartbeat protocol 2", "sha256")
 
 
-def unpack(datagram):
-    """Split a datagram into (data, body dict, signature); ValueError when malformed."""
-    data, sep, signature = datagram.rpartition(b"\n")
-    if not sep:
-        raise ValueError("no signature line")
-    body = json.loads(data)
+def pack(key, kind, nonce, body):
+    """One datagram: header, JSON body, MAC over both."""
+    data = (MAGIC + bytes((VERSION, kind)) + nonce
+            + json.dumps(body, separators=(",", ":"), sort_keys=True).encode())
+    return data + hmac.digest(key, data, "sha256")
+
+
+class Rejected(Exception):
+    """A datagram dropped; ``kind`` is the counter it goes to."""
+
+    def __init__(self, kind, why):
+        super().__init__(why)
+        self.kind, self.why = kind, why
+
+
+def read_header(datagram):
+    """(type, nonce) of a version-2 datagram, from its length and fixed offsets only.
+
+    Raises Rejected otherwise (``datagram``: bytes or a memoryview)."""
+    size = len(datagram)
+    if datagram[:4] != MAGIC:
+        if datagram[:1] == b"{" and size > 65 and datagram[-65:-64] == b"\n":
+            raise Rejected("version", "protocol version 1")   # JSON, a newline, a hex HMAC
+        raise Rejected("unparsable", f"not a hado heartbeat ({size} bytes)")
+    if size < SMALLEST:
+        raise Rejected("unparsable", f"truncated: {size} bytes, a heartbeat has at least {SMALLEST}")
+    if datagram[4] != VERSION:
+        raise Rejected("version", f"protocol version {datagram[4]}")
+    kind = datagram[5]
+    if kind == REQUEST:
+        limit = MAX_REQUEST
+    elif kind == ANSWER:
+        limit = MAX_DATAGRAM
+    else:
+        raise Rejected("unparsable", f"unknown message type {kind}")
+    if size > limit:
+        raise Rejected("oversized", f"{size} bytes or more, a {'request' if kind == REQUEST else 'answer'} "
+                                    f"has at most {limit}")
+    return kind, bytes(datagram[6:HEADER])
+
+
+def authentic(key, datagram):
+    """Whether the MAC at the end of ``datagram`` is right (raw bytes, nothing parsed)."""
+    return hmac.compare_digest(hmac.digest(key, datagram[:-MAC_BYTES], "sha256"), datagram[-MAC_BYTES:])
+
+
+def read_body(datagram):
+    """The JSON object of a datagram whose MAC was checked; Rejected when it is none."""
+    try:
+        body = json.loads(bytes(datagram[HEADER:-MAC_BYTES]).decode("utf-8"))
+    except (ValueError, RecursionError) as exc:   # UnicodeDecodeError is a ValueError
+        raise Rejected("unparsable", f"signed but unparsable body: {type(exc).__name__}") from None
     if not isinstance(body, dict):
-        raise ValueError("body is not an object")
-    return data, body, signature
+        raise Rejected("unparsable", "signed body is not a JSON object")
+    return body
+
+
+def unpack(key, datagram):
+    """(type, nonce, body) of a valid datagram, checked in the receiver's order (without
+    the pending-nonce look-up, which needs the thread); Rejected otherwise."""
+    kind, nonce = read_header(datagram)
+    if not authentic(key, datagram):
+        raise Rejected("bad_signature", "bad signature")
+    return kind, nonce, read_body(datagram)
 
 
 class Heartbeats(threading.Thread):
-    """The ``peers`` thread: sends heartbeats, answers them, records what it learns."""
+    """The ``peers`` thread: sends heartbeats, answers them, records what it learns.
+
+    Every attribute but ``poked`` (guarded by ``poke_lock``) and ``stopping`` belongs
+    to this thread alone once it runs."""
 
     def __init__(self, state, me, cluster, nodes, secret, heartbeat, report, clock, claims=lambda: []):
         super().__init__(name="peers", daemon=True)
         self.state, self.me, self.cluster = state, me, cluster
         self.nodes = nodes                      # name -> {"host", "port", ...}
         self.peers = [n for n in nodes if n != me]
-        self.secret = secret
+        self.key = heartbeat_key(secret)
         self.heartbeat = heartbeat
         self.report = report                    # callable: our report, built fresh
         self.claims = claims                    # callable: the apps we claim now
         self.clock = clock
         self.stopping = threading.Event()
-        self.pending = {}                       # nonce -> (peer, first sent, last sent); this thread only
-        self.sock = None
-        self.addresses = {}
+        self.boot = os.urandom(8).hex()         # this run of hado
+        self.seq = 0                            # datagrams this run has sent
+        self.pending = {}                       # nonce -> (peer, first sent, last sent)
+        self.issued = {}                        # nonce -> (peer, when): the last RECENT_ROUNDS rounds
+        self.heard = {}                         # peer -> [boot, seq]: newest message applied, live run
+        self.unproven = {}                      # peer -> when we last answered a run not shown alive
         self.last_asked = {}                    # peer -> when we last sent it a fresh request
+        self.sock = None                        # bound to the port, open to anyone; we send from it
+        self.inbox = {}                         # fd -> (socket, peer or None for the open one)
+        self.addresses = {}                     # peer -> where we send to
+        self.origins = {}                       # (ip, port) -> peer: who an unsigned datagram is from
+        self.buf = bytearray(MAX_DATAGRAM + 1)  # one more: a longer datagram is oversized
+        self.view = memoryview(self.buf)
+        self.tokens, self.refilled = float(PUBLIC_BURST), None
+        self.logged = {}                        # what -> when last logged (rate-limited warnings)
         self.poke_lock = threading.Lock()   # guards poked: set by any thread (poke), taken by this one
         self.poked = False
         self.wake_r, self.wake_w = socket.socketpair()
+        self.wake_r.setblocking(False)
+
+    # ----- sockets ---------------------------------------------------------------
 
     def bind(self, host, port):
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
-        self.sock.setblocking(False)
+        self.sock = udp_socket(family, host, port)
+        self.inbox = {self.sock.fileno(): (self.sock, None)}
         for peer in self.peers:
             entry = self.nodes[peer]
             try:
                 info = socket.getaddrinfo(entry["host"], entry["port"], self.sock.family, socket.SOCK_DGRAM)
-                self.addresses[peer] = info[0][4]
             except OSError as exc:
                 self.state.peer_unreachable(peer, f"cannot resolve {entry['host']}: {exc}")
+                continue
+            address = self.addresses[peer] = info[0][4]
+            self.origins[address[:2]] = peer
+            try:   # the peer's own queue: the kernel prefers a connected socket that matches
+                own = udp_socket(family, host, port)
+            except OSError as exc:
+                log.warning("heartbeats from %s share the open queue (no socket of their own: %s)", peer, exc)
+                continue
+            try:
+                own.connect(address)
+            except OSError as exc:
+                own.close()
+                log.warning("heartbeats from %s share the open queue (connect to %s: %s)", peer, address[0], exc)
+                continue
+            self.inbox[own.fileno()] = (own, peer)
+        self.poll_all, self.poll_peers = select.poll(), select.poll()
+        for fd, (_, peer) in self.inbox.items():
+            self.poll_all.register(fd, select.POLLIN)
+            if peer is not None:
+                self.poll_peers.register(fd, select.POLLIN)
+        for poller in (self.poll_all, self.poll_peers):
+            poller.register(self.wake_r.fileno(), select.POLLIN)
 
     def poke(self):
         """Start a round now, asking every peer to poll us back at once (a new claim)."""
@@ -120,29 +254,80 @@ class Heartbeats(threading.Thread):
                     self.new_round(now, poll_me)
                     next_round = now + self.heartbeat
                 self.resend(now)
-                wait = max(0.0, min(next_round, now + self.heartbeat / 4) - self.clock())
-                readable, _, _ = select.select([self.sock, self.wake_r], [], [], wait)
-                if self.wake_r in readable:
-                    self.wake_r.recv(64)
-                if self.sock in readable:
-                    self.drain()
+                self.receive(max(0.0, min(next_round, now + self.heartbeat / 4) - self.clock()))
             except Exception:  # loop boundary
                 log.exception("failed: heartbeat loop error; going on")
                 self.stopping.wait(0.1)
-        self.sock.close()
+        for sock, _ in self.inbox.values():
+            sock.close()
         self.wake_r.close()
         self.wake_w.close()
 
+    def receive(self, wait):
+        """Wait up to ``wait`` s for datagrams; read the peers' queues, then a batch of the open one."""
+        now = self.clock()
+        if self.refilled is not None:
+            self.tokens = min(float(PUBLIC_BURST), self.tokens + (now - self.refilled) * PUBLIC_RATE)
+        self.refilled = now
+        public = self.tokens >= 1
+        if not public:   # spent: leave the open socket to the kernel until a batch is due again
+            wait = min(wait, BATCH / PUBLIC_RATE)
+        ready = {fd for fd, _ in (self.poll_all if public else self.poll_peers).poll(wait * 1000)}
+        if self.wake_r.fileno() in ready:
+            try:
+                self.wake_r.recv(64)
+            except BlockingIOError:
+                pass
+        for fd, (sock, peer) in self.inbox.items():
+            if peer is not None and fd in ready:
+                self.drain(sock, peer, BATCH)
+        if public and self.sock.fileno() in ready:
+            self.tokens -= self.drain(self.sock, None, min(BATCH, int(self.tokens)))
+
+    def drain(self, sock, peer, limit):
+        """Handle up to ``limit`` datagrams waiting on ``sock``; how many were read."""
+        count = 0
+        while count < limit:
+            count += 1
+            try:
+                size, address = sock.recvfrom_into(self.buf)
+            except BlockingIOError:
+                return count - 1
+            except ConnectionRefusedError:   # ICMP port unreachable, for an earlier send to the peer
+                if peer is not None:
+                    self.state.peer_unreachable(peer, f"nothing listens on {self.where(peer)} "
+                                                      f"(ICMP port unreachable): is hado running there?")
+                continue
+            except OSError as exc:
+                log.debug("heartbeat socket: %s", exc)
+                continue
+            self.handle(self.view[:size], address, self.clock(), peer)
+        return count
+
+    def where(self, peer):
+        address = self.addresses.get(peer)
+        return f"{address[0]}:{address[1]}" if address else "?"
+
+    # ----- sending -----------------------------------------------------------------
+
+    def next_seq(self):
+        self.seq += 1
+        return self.seq
+
     def new_round(self, now, poll_me=False):
-        # Requests of the last round that were never answered are dropped.
+        # Requests of the last round that were never answered are dropped; their nonces
+        # stay known a while, so that a late answer to them is no forgery.
         self.pending.clear()
+        horizon = now - RECENT_ROUNDS * self.heartbeat
+        self.issued = {n: v for n, v in self.issued.items() if v[1] >= horizon}
         for peer in self.peers:
             self.ask(peer, now, poll_me)
 
     def ask(self, peer, now, poll_me=False):
         """Send ``peer`` a request with a fresh nonce now."""
-        nonce = os.urandom(12).hex()
+        nonce = os.urandom(NONCE_BYTES)
         self.pending[nonce] = (peer, now, now)
+        self.issued[nonce] = (peer, now)
         self.last_asked[peer] = now
         self.send_request(peer, nonce, poll_me)
 
@@ -161,73 +346,169 @@ class Heartbeats(threading.Thread):
         address = self.addresses.get(peer)
         if address is None:
             return
-        body = {"type": "ping", "cluster": self.cluster, "from": self.me, "to": peer, "nonce": nonce,
+        body = {"cluster": self.cluster, "from": self.me, "to": peer, "boot": self.boot, "seq": self.next_seq(),
                 "claims": self.claims()}
         if poll_me:
             body["poll_me"] = True
-        self.send(peer, pack(self.secret, body), address)
+        datagram = pack(self.key, REQUEST, nonce, body)
+        if len(datagram) > MAX_REQUEST:
+            self.warn("big-request", "failed: a heartbeat request of %d bytes, more than %d: it is not sent",
+                      len(datagram), MAX_REQUEST)
+            return
+        self.send(peer, datagram, address)
 
     def send(self, peer, datagram, address):
+        # Always from the open socket: the peers' sockets only receive (an ICMP error for
+        # a send shows up there as a refused receive, never as a lost send).
         try:
             self.sock.sendto(datagram, address)
         except OSError as exc:
-            # EPERM (a firewall), ENETUNREACH, ECONNREFUSED from an earlier ICMP error...
+            # EPERM (a firewall), ENETUNREACH...
             self.state.peer_unreachable(peer, f"send to {address[0]}:{address[1]} failed: {exc.strerror or exc}")
 
-    def drain(self):
-        for _ in range(256):  # bounded: never starve the sending side
-            try:
-                datagram, address = self.sock.recvfrom(MAX_DATAGRAM)
-            except BlockingIOError:
-                return
-            except OSError as exc:  # e.g. ECONNREFUSED reported for an earlier send
-                log.debug("heartbeat socket: %s", exc)
-                continue
-            self.handle(datagram, address, self.clock())
+    # ----- receiving ---------------------------------------------------------------
 
-    def handle(self, datagram, address, now):
+    def handle(self, datagram, address, now, via=None):
+        """One datagram from ``address``; ``via``: the peer whose own socket it came in on."""
+        origin = via or self.origins.get(address[:2])
         try:
-            data, body, signature = unpack(datagram)
-        except (ValueError, UnicodeDecodeError) as exc:
-            self.state.peer_error(None, "unparsable", f"unparsable datagram from {address[0]}: {exc}")
+            kind, nonce = read_header(datagram)
+            pending = None
+            if kind == ANSWER:
+                pending = self.pending.get(nonce)
+                if pending is None:
+                    if nonce in self.issued:
+                        return   # late: a re-sent request answered twice, or a past round; no evidence
+                    raise Rejected("unknown_nonce", "an answer to a request this node never sent "
+                                                    "(forged, replayed, or meant for another node)")
+                origin = origin or pending[0]
+            if not authentic(self.key, datagram):
+                raise Rejected("bad_signature", "bad signature on a " + ("request" if kind == REQUEST else "answer"))
+            if pending is not None:
+                self.pending.pop(nonce, None)   # signed: whatever it says, this nonce is used up
+            body = read_body(datagram)
+        except Rejected as rejected:
+            self.reject(origin, rejected, address)
             return
+        if kind == REQUEST:
+            self.on_request(nonce, body, address, now, via)
+        else:
+            self.on_answer(pending, body, address, via)
+
+    def signed_sender(self, body, address):
+        """The sender named in a signed body, when it is a peer of this cluster; else None (counted)."""
         sender = body.get("from")
-        if sender not in self.nodes or sender == self.me:
-            self.state.peer_error(None, "unknown_node", f"message from unknown node {sender!r} at {address[0]}")
-            return
+        if not isinstance(sender, str) or sender not in self.nodes or sender == self.me:
+            self.state.peer_error(None, "unknown_node", f"message from unknown node {str(sender)[:64]!r} "
+                                                        f"at {address[0]}")
+            return None
         if body.get("cluster") != self.cluster:
             self.state.peer_error(sender, "wrong_cluster", f"cluster name mismatch: {sender} says "
-                                                           f"{body.get('cluster')!r}, we are {self.cluster!r}")
+                                                           f"{str(body.get('cluster'))[:64]!r}, we are {self.cluster!r}")
+            return None
+        if body.get("to") != self.me:
+            self.state.peer_error(sender, "wrong_node", f"{sender} addressed {str(body.get('to'))[:64]!r}, "
+                                                        f"we are {self.me!r}")
+            return None
+        if not isinstance(body.get("boot"), str) or type(body.get("seq")) is not int:
+            self.state.peer_error(sender, "unparsable", f"signed message from {sender} without boot and seq")
+            return None
+        return sender
+
+    def on_request(self, nonce, body, address, now, via):
+        sender = self.signed_sender(body, address)
+        if sender is None:
             return
-        kind = body.get("type")
-        nonce = body.get("nonce")
-        if kind == "ping":
-            if not hmac.compare_digest(signature, sign(self.secret, data)):
-                self.state.peer_error(sender, "bad_signature", f"bad signature on a heartbeat from {sender} "
-                                                               f"({address[0]}): is the secret the same?")
+        heard = self.heard.get(sender)
+        if heard is not None and heard[0] == body["boot"]:
+            if body["seq"] <= heard[1]:
+                self.state.peer_error(sender, "replayed", f"an old or repeated request from {sender} (number "
+                                                          f"{body['seq']}, after {heard[1]}): replayed, or "
+                                                          f"reordered by the network")
                 return
-            if body.get("to") != self.me:
-                self.state.peer_error(sender, "wrong_node", f"{sender} addressed {body.get('to')!r}, we are {self.me!r}")
-                return
+            heard[1] = body["seq"]
             claims = body.get("claims")
             self.state.peer_request(sender, now, claims if isinstance(claims, list) else None)
             if body.get("poll_me") is True:
                 self.ask_soon(sender, now)   # it has news (a claim): fetch its report now
-            answer = {"type": "pong", "cluster": self.cluster, "from": self.me, "nonce": nonce,
-                      "report": self.report()}
-            self.send(sender, pack(self.secret, answer, prefix=str(nonce).encode()), address)
-        elif kind == "pong":
-            if not hmac.compare_digest(signature, sign(self.secret, str(nonce).encode() + data)):
-                self.state.peer_error(sender, "bad_signature", f"bad signature on an answer from {sender} "
-                                                               f"({address[0]}): is the secret the same?")
-                return
-            pending = self.pending.pop(nonce, None)
-            if pending is None or pending[0] != sender:
-                return  # an answer to an old round (or a replay): not evidence of anything new
-            report = body.get("report")
-            if not isinstance(report, dict) or not isinstance(report.get("apps"), dict):
-                self.state.peer_error(sender, "bad_report", f"answer from {sender} carries no valid report")
-                return
-            self.state.peer_answer(sender, pending[1], report)
         else:
-            self.state.peer_error(sender, "unparsable", f"unknown message type {kind!r} from {sender}")
+            # A run of the sender that no answer has shown alive: it restarted, or this is
+            # an old request replayed. Answer (rate-limited), apply nothing, and ask the
+            # sender unless a request to it is out already: the answer of its live run
+            # settles which run that is.
+            if now - self.unproven.get(sender, -1e9) < self.heartbeat / 16:
+                return
+            self.unproven[sender] = now
+            if all(peer != sender for peer, _, _ in self.pending.values()):
+                self.ask_soon(sender, now)
+        if via is None:
+            self.stray(sender, address)
+        answer = {"cluster": self.cluster, "from": self.me, "to": sender, "boot": self.boot, "seq": self.next_seq(),
+                  "report": self.report()}
+        datagram = pack(self.key, ANSWER, nonce, answer)
+        if len(datagram) > MAX_DATAGRAM:
+            self.warn("big-answer", "failed: our report takes %d bytes, more than the %d of a heartbeat datagram "
+                      "(too many apps?): the peers cannot hear this node", len(datagram), MAX_DATAGRAM)
+            return
+        self.send(sender, datagram, address)
+
+    def on_answer(self, pending, body, address, via):
+        peer, first, _ = pending
+        sender = self.signed_sender(body, address)
+        if sender is None:
+            return
+        if sender != peer:
+            self.state.peer_error(sender, "wrong_node", f"{sender} answered a request sent to {peer}")
+            return
+        heard = self.heard.get(peer)
+        if heard is not None and heard[0] == body["boot"] and body["seq"] <= heard[1]:
+            return   # an answer overtaken by a newer one from the same run: older news, no evidence
+        report = body.get("report")
+        if not isinstance(report, dict) or not isinstance(report.get("apps"), dict):
+            self.state.peer_error(peer, "bad_report", f"answer from {peer} carries no valid report")
+            return
+        self.heard[peer] = [body["boot"], body["seq"]]   # a fresh nonce answered: this run is alive
+        if via is None:
+            self.stray(peer, address)
+        self.state.peer_answer(peer, first, report)
+
+    def reject(self, origin, rejected, address):
+        where = f"{origin} ({address[0]})" if origin else f"{address[0]}:{address[1]}"
+        if rejected.kind == "version":
+            message = f"{rejected.why} from {address[0]}: upgrade every node (this one speaks version {VERSION})"
+            self.warn("version", "%s", message)
+        elif rejected.kind == "bad_signature":
+            message = (f"{rejected.why} from {where}: is the secret the same?" if origin else
+                       f"{rejected.why} from {where}, no node's address")
+        else:
+            message = f"{rejected.kind.replace('_', ' ')} datagram from {where}: {rejected.why}"
+        self.state.peer_error(origin, rejected.kind, message)
+
+    def stray(self, peer, address):
+        """A peer's signed message came in on the open socket, not on the peer's own: say so
+        once in a while, since a flood of foreign datagrams can drown it there."""
+        if peer in {p for _, p in self.inbox.values()}:
+            self.warn(f"stray-{peer}", "heartbeats from %s come from %s:%s, not from its url's %s, or to another "
+                      "address of this node: they share the queue anyone can send to, where a flood of foreign "
+                      "datagrams can drown them (leave node.listen at each node's url address)",
+                      peer, address[0], address[1], self.where(peer))
+
+    def warn(self, what, fmt, *args, every=60.0):
+        now = self.clock()
+        if now - self.logged.get(what, -1e9) >= every:
+            self.logged[what] = now
+            log.warning(fmt, *args)
+
+
+def udp_socket(family, host, port):
+    """A non-blocking UDP socket bound to (host, port), shareable with our other ones."""
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock

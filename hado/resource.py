@@ -30,6 +30,10 @@ class Resource:
         self.kind = spec["kind"]
         self.leased = bool(bounds.plugin_lease(plugin, spec["args"]))   # ends by itself unless renewed
         self.revoked_for = None   # the quorum lapse (monotonic) it was dropped for; leases thread only
+        # Held around stop() (supervisor or leases thread) and around renew() with its
+        # checks (leases thread): a renewal decided before a stop must not land after it
+        # (ipaddr's `ip addr change` re-creates a missing IPv4 address, with a new lease).
+        self.lease_lock = threading.Lock()
         self.callers = {}   # action -> Caller: a hung alive() must not stop a stop()
         self.next_check = 0.0
         self.announced = 0
@@ -170,8 +174,9 @@ class AppSupervisor(threading.Thread):
 
     def stop_resource(self, res):
         again = self.entry(res)["stop_failed"]
-        self.set(res, state=states.R_STOPPING, message="stop() running")
-        ok, value = res.call("stop", res.spec["stop_timeout"])
+        with res.lease_lock:
+            self.set(res, state=states.R_STOPPING, message="stop() running")
+            ok, value = res.call("stop", res.spec["stop_timeout"])
         if not ok:
             self.set(res, state=states.R_FAILED, alive=None, stop_failed=True,
                      message=f"stop failed: {value} (retrying)")
@@ -375,17 +380,31 @@ class Leases(threading.Thread):
             if entry["desired"] != states.ACTIVE:
                 continue
             for res in sup.resources:
-                # UNMANAGED (maintenance): hado starts and stops nothing, so it must not
-                # let a lease run out either, which would stop the resource all the same.
-                entry = sup.entry(res)
-                if not res.plugin.function("renew") or not (
-                        entry["state"] == states.STARTED or (entry["state"] == states.UNMANAGED and entry["alive"])):
+                if not res.plugin.function("renew"):
                     continue
-                ok, value = res.call("renew", min(res.spec["timeout"], max(2 * self.heartbeat, 1.0)))
+                # Never wait behind a stop (it may take stop_timeout; other apps' leases
+                # must not run out meanwhile): a resource being stopped is not renewed.
+                if not res.lease_lock.acquire(blocking=False):
+                    continue
+                try:
+                    ok, value = self.renew_one(app, sup, res)
+                finally:
+                    res.lease_lock.release()
                 if not ok:
                     log.warning("failed: %s/%s: renew failed: %s", app, res.name, value)
                     res.next_check = 0.0
                     sup.wake.set()
+
+    def renew_one(self, app, sup, res):
+        """Renew under res.lease_lock, after checking again that it may be renewed."""
+        entry = sup.entry(res)
+        # UNMANAGED (maintenance): hado starts and stops nothing, so it must not let a
+        # lease run out either, which would stop the resource all the same.
+        if not (entry["state"] == states.STARTED or (entry["state"] == states.UNMANAGED and entry["alive"])):
+            return True, None
+        if self.state.app_entry(app)["desired"] != states.ACTIVE or self.state.holding_lapsed():
+            return True, None
+        return res.call("renew", min(res.spec["timeout"], max(2 * self.heartbeat, 1.0)))
 
     def revoke(self, app, sup):
         """Quorum lapsed: drop every leased resource of ``app`` at once, from this thread,
@@ -397,8 +416,13 @@ class Leases(threading.Thread):
             if not res.leased or res.revoked_for == lapse or sup.entry(res)["state"] not in (
                     states.STARTED, states.R_STARTING, states.R_FAILED):
                 continue
-            res.revoked_for = lapse
-            ok, value = res.call("revoke", res.spec["stop_timeout"], function="stop")
+            if not res.lease_lock.acquire(blocking=False):
+                continue   # the supervisor is stopping it right now
+            try:
+                res.revoked_for = lapse
+                ok, value = res.call("revoke", res.spec["stop_timeout"], function="stop")
+            finally:
+                res.lease_lock.release()
             if ok:
                 log.warning("revoked: %s/%s: quorum lost; dropped at once (leased resource)", app, res.name)
             else:

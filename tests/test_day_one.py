@@ -394,8 +394,8 @@ def test_move_to_the_holder_is_refused_and_nothing_is_left_pending(tmp_path):
 
 def test_pending_move_shows_its_expiry_and_can_be_cancelled(tmp_path):
     c = Cluster(tmp_path)
-    slow = c.dummy("r", stop_timeout=3)
-    slow["args"]["stop_delay"] = 2.5
+    slow = c.dummy("r", stop_timeout=6)
+    slow["args"]["stop_delay"] = 5
     c.config["apps"]["web"]["resources"] = [slow]
     write_config(c.config_path, c.config)
     c.start()

@@ -821,3 +821,18 @@ def main(argv):
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+# -- helpers added for the fault campaign (tests/lab/campaign.py) ---------------------------
+
+def remove_partition(lab, group_a, group_b, oneway=False):
+    """Undo one ``lab.partition(group_a, group_b, oneway)``, leaving the other partitions
+    and every loss rule in force (``Lab.heal`` removes them all). True if it was there."""
+    group_a = frozenset([group_a] if isinstance(group_a, str) else group_a)
+    group_b = frozenset([group_b] if isinstance(group_b, str) else group_b)
+    entry = (group_a, group_b, oneway)
+    if entry not in lab._partitions:
+        return False
+    lab._partitions.remove(entry)
+    lab._apply_rules()
+    return True
