@@ -1,6 +1,6 @@
 """Failover as a client sees it, in the network lab (prints figures, asserts nothing).
 
-    sudo python3 bench/lab_failover.py [--rounds 10] [--timings fast,default]
+    sudo python3 bench/lab_failover.py [--rounds 10] [--timings fast,default] [--other on|off]
 
 Three real hado daemons in network namespaces (tests/lab/netlab.py), the app one
 ``ipaddr`` VIP (lease 1 s), a client asking http://VIP:8080/ every 20 ms and a
@@ -18,13 +18,18 @@ agreeing) and dead_after more. Figures per fault:
   new one (request send times; ``netlab.client_outage``);
 - *fault -> served*: from the fault to the new node's first answer;
 - *dual holding*: total time with two holders over the whole timing set, every round
-  and every restart or restore included (must be 0).
+  and every restart or restore included (must be 0);
+- *other() before start*: what ipaddr's other() (duplicate address detection, asked
+  right before every start) adds to each start, failovers included, from the daemons'
+  ``checked: web/vip: ... (0.071 s)`` log lines. ``--other off`` runs the same rounds
+  with ``"other": false`` on the VIP, to compare the *fault -> served* figures.
 
 Needs root, iproute2 and nftables; everything stays inside the lab's namespaces, and
 the lab is torn down at the end, also on failure or Ctrl-C.
 """
 
 import argparse
+import re
 import statistics
 import sys
 import tempfile
@@ -39,6 +44,17 @@ import test_lab_cluster as labtests  # noqa: E402  (LabCluster and friends)
 
 TIMINGS = {"fast": (0.2, 1.0), "default": (0.5, 2.0)}
 FAULTS = ("kill -9", "link down")
+CHECKED = re.compile(r"checked: \S+: other\(\) of \S+ finds no other holder before the \w+ \((\d+\.\d+) s\)")
+
+
+def other_times(c):
+    """Seconds each other() took right before a start, from every daemon's log."""
+    found = []
+    for node in c.names:
+        path = c.dir / f"{node}.out"
+        if path.exists():
+            found += [float(m.group(1)) for m in CHECKED.finditer(path.read_text(errors="replace"))]
+    return found
 
 
 def figures(values):
@@ -80,10 +96,12 @@ def one_round(c, fault, probe, verbose):
     return old, new, outage, took
 
 
-def run_timing(name, heartbeat, dead_after, rounds, verbose):
-    print(f"{name}: heartbeat {heartbeat} s, dead_after {dead_after} s", flush=True)
+def run_timing(name, heartbeat, dead_after, rounds, verbose, other=True):
+    print(f"{name}: heartbeat {heartbeat} s, dead_after {dead_after} s, other {'on' if other else 'off'}",
+          flush=True)
     with tempfile.TemporaryDirectory(prefix="hado-lab-bench-") as tmp, Lab(3) as lab:
-        c = labtests.LabCluster(lab, tmp, heartbeat=heartbeat, dead_after=dead_after, log_level="info")
+        c = labtests.LabCluster(lab, tmp, heartbeat=heartbeat, dead_after=dead_after, log_level="info",
+                                resource=lambda vip: dict(labtests.ipaddr_vip(vip), other=other))
         try:
             c.start()
             c.wait_calm(timeout=30)
@@ -96,6 +114,7 @@ def run_timing(name, heartbeat, dead_after, rounds, verbose):
                         results[fault].append(one_round(c, fault, probe, verbose))
                 samples = sampler.stop()
                 probe.stop()
+            checks = other_times(c)
         except BaseException:
             print(c.tails(), file=sys.stderr)
             raise
@@ -109,7 +128,12 @@ def run_timing(name, heartbeat, dead_after, rounds, verbose):
         served = [r[3] for r in results[fault]]
         print(f"  {fault:9} client outage   {figures(outages)}")
         print(f"  {fault:9} fault -> served {figures(served)}")
-    print(f"  dual holding: {seconds * 1000:.0f} ms in total ({count} samples with two holders)", flush=True)
+    print(f"  dual holding: {seconds * 1000:.0f} ms in total ({count} samples with two holders)")
+    if other:
+        print(f"  other() before start   {figures(checks)}  (each start, failovers included)")
+    else:
+        print("  other() before start   off (\"other\": false): compare fault -> served with --other on")
+    sys.stdout.flush()
     return results, seconds
 
 
@@ -118,6 +142,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=10, help="rounds of each fault per timing set")
     parser.add_argument("--timings", default="fast,default", help="comma-separated: fast, default")
     parser.add_argument("--quiet", action="store_true", help="no line per round")
+    parser.add_argument("--other", choices=("on", "off"), default="on",
+                        help="ask ipaddr's other() before each start (the default) or not")
     args = parser.parse_args()
     if not 1 <= args.rounds <= 200:
         parser.error("--rounds must be 1..200")
@@ -130,7 +156,7 @@ def main():
         print(f"cannot run: {reason}", file=sys.stderr)
         return 2
     for name in names:
-        run_timing(name, *TIMINGS[name], args.rounds, not args.quiet)
+        run_timing(name, *TIMINGS[name], args.rounds, not args.quiet, other=args.other == "on")
     return 0
 
 

@@ -24,13 +24,22 @@ majority loses its quorum. The majority cannot start the app before ``L + D/2 - 
   that (with ``cluster.fence`` the fence runs first and no budget is waited for).
 """
 
-from .plugin import PluginError, Registry
+import math
+import threading
+import weakref
+
+from .plugin import Caller, PluginError, Registry
 from . import states
 
 # How long after the last renewal the kernel may still hold an address with
 # valid_lft N: measured 1.0-1.3 s for N = 1 on these machines (docs/cluster.rst); the
 # leash kills its process within 0.1 s of its deadline.
 LEASE_SLACK = 0.35
+# A plugin's lease() only computes a number from its arguments: one that takes longer is
+# broken, and counts as no lease (its resource then is unleased).
+LEASE_TIMEOUT = 2.0
+_lease_callers = weakref.WeakKeyDictionary()   # plugin -> its lease() Caller: a hung one fails at once
+_lease_lock = threading.Lock()
 
 
 def resource_lease(res, registry):
@@ -47,14 +56,35 @@ def resource_lease(res, registry):
     return plugin_lease(plugin, res.get("args", {}))
 
 
-def plugin_lease(plugin, args):
+def plugin_lease(plugin, args, problems=None):
+    """The lease (seconds) ``plugin.lease(**args)`` declares, else None. A lease() that
+    raises, hangs beyond LEASE_TIMEOUT or returns no positive finite number is the
+    plugin's bug: the resource counts as unleased, and why is appended to ``problems``."""
     if not (plugin.function("renew") and plugin.function("lease")):
         return None
+    with _lease_lock:
+        caller = _lease_callers.setdefault(plugin, Caller(f"{plugin.name}:lease"))
     try:
-        lease = plugin.bind("lease", args)()
-        return float(lease) if lease else None
-    except Exception:   # a broken lease() is the plugin's bug: count the resource as unleased
-        return None
+        ok, lease = caller.call(plugin.bind("lease", args), LEASE_TIMEOUT)
+    except PluginError as exc:   # its signature cannot be read
+        ok, lease = False, str(exc)
+    if not ok:
+        why = f"failed: {lease}"
+    else:
+        try:
+            lease = float(lease) if lease else None
+            if lease is None or (math.isfinite(lease) and lease > 0):
+                return lease
+        except Exception:   # not a number at all
+            pass
+        try:
+            said = repr(lease)[:60]
+        except Exception:   # an int too long to print, a broken __repr__
+            said = f"a {type(lease).__name__}"
+        why = f"returned {said} instead of a number of seconds"
+    if problems is not None:
+        problems.append(f"plugin '{plugin.name}': its lease() {why}; hado counts the resource as unleased")
+    return None
 
 
 def app_timing(config, app, registry=None):

@@ -145,6 +145,12 @@ def cmd_check_config(args):
         for error in exc.errors:
             print(f"  {error}")
         return 2
+    from .wire import size_problem
+    too_big = size_problem(config)
+    if too_big:   # the daemon would start, but could not be heard (docs/cluster.rst, "Size limits")
+        print(f"{path}: 1 error(s); a node of this cluster could not be heard:")
+        print(f"  apps: {too_big}")
+        return 2
     for warning in config["_warnings"]:
         print(f"WARNING: {warning}")
     nodes = config["cluster"]["nodes"]
@@ -255,17 +261,36 @@ def node_url(args, node=None):
 
 
 def token(args):
+    """The admin token to send, read as whoever runs the command from node.token_file of
+    the config (by default admin.token next to it, which the daemon makes); None with
+    node.admin_open. With --url and no --config, the default config's if it has one."""
     if args.url and not args.config:
-        return None
-    config = client_config(args)
-    path = config["node"]["token_file"]
-    if path:
         try:
-            with open(path, encoding="utf-8") as f:
-                return f.read().strip()
-        except OSError as exc:
-            raise ApiError(f"cannot read the admin token {path}: {exc.strerror}") from None
-    return None
+            return read_admin_token(config_mod.DEFAULT_PATH, args.node)
+        except ApiError:
+            return None   # the daemon's 401, if it wants one, says what is missing
+    return read_admin_token(args.config or config_mod.DEFAULT_PATH, args.node)
+
+
+def read_admin_token(path, node=None):
+    try:
+        raw = config_mod.read(path)
+    except config_mod.ConfigError as exc:
+        raise ApiError(f"{exc.errors[0]} (give --config FILE)") from None
+    config = config_mod.validate(raw, node)[0]   # the node section is enough: no identity needed
+    config["_path"] = str(path)
+    file, default = config_mod.token_file(config)
+    if file is None:
+        return None
+    try:
+        with open(file, encoding="utf-8") as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        made = " (the daemon makes it at its first start: is hado running with this config?)" if default else ""
+        raise ApiError(f"cannot read the admin token {file}: No such file or directory{made}") from None
+    except OSError as exc:
+        raise ApiError(f"cannot read the admin token {file}: {exc.strerror} "
+                       "(admin commands need root or read access to it)") from None
 
 
 def request(url, body=None, auth=None, timeout=5.0):
@@ -299,7 +324,11 @@ def get(args, path):
 
 def post(args, path, body=None, node=None):
     url = node_url(args, node) + path
-    status, doc = request(url, body or {}, auth=token(args))
+    auth = token(args)
+    status, doc = request(url, body or {}, auth=auth)
+    if status == 401 and not auth:
+        raise ApiError(f"{doc.get('error', 'HTTP 401')} (with --url, give --config FILE too: the token is the one "
+                       "in its node.token_file)")
     if status >= 400:
         raise ApiError(doc.get("error", f"HTTP {status}"))
     return doc
@@ -334,6 +363,8 @@ def format_status(snap, view=None):
                  f"{q['needed']} needed)")
     if snap.get("config_error"):
         lines.append(f"  CONFIG ERROR: {snap['config_error']}")
+    if snap.get("admin_open"):
+        lines.append("  ADMIN OPEN: node.admin_open is true: admin requests need no token (any local user may send them)")
     lines.append("")
     lines.append("Nodes:")
     nodes = (view or {}).get("nodes") or {snap["node"]: {}}

@@ -9,11 +9,15 @@ expected, and reports them together. Unknown keys are errors.
 import copy
 import ipaddress
 import json
+import math
 import os
+import re
+import secrets
 import socket
+import sys
 from urllib.parse import urlsplit
 
-from . import states
+from . import bounds, states
 from .plugin import PluginError, Registry
 
 DEFAULT_PATH = "/etc/hado/config.json"
@@ -22,6 +26,8 @@ DEFAULT_PORT = 6185
 # A field: (type, default, help). REQUIRED as default means the key must be present.
 REQUIRED = object()
 NUMBER = (int, float)
+MAX_DEPTH = 64          # levels of lists and objects a config may nest (a real one needs about 8)
+MAX_NUMBER = 10 ** 9    # seconds, counts, priorities: larger is a mistake (and beyond what a timer takes)
 
 NODE_ENTRY = {
     "url": (str, REQUIRED, "http://HOST:PORT where this node's API (TCP) and heartbeats (UDP) listen"),
@@ -44,8 +50,13 @@ NODE = {
                         "(found from --node, HADO_NODE, the hostname, or the node whose url address is local)"),
     "listen": (str, None, "HOST:PORT to listen on (default: host and port of this node's url)"),
     "plugin_dirs": (list, [], "directories searched for plugins before the built-in ones"),
-    "token_file": ((str, type(None)), None, "file with the admin token; POSTs must send it as a Bearer token"),
-    "admin_remote": (bool, False, "accept admin POSTs from other hosts (needs token_file)"),
+    "token_file": ((str, type(None)), None, "file with the admin token that admin POSTs must send (Authorization: "
+                                            "Bearer TOKEN); null: admin.token next to the config file, made by the "
+                                            "daemon at its start when missing"),
+    "admin_open": (bool, False, "accept admin POSTs without the token (any local user may then stop or move the "
+                                "apps; a warning at every start, and in the status)"),
+    "admin_remote": (bool, False, "accept admin POSTs from other hosts too (with the token; copy the same "
+                                  "token_file to every node)"),
 }
 MONITOR = {
     "plugin": (str, REQUIRED, "monitor plugin name"),
@@ -55,6 +66,8 @@ MONITOR = {
     "rise": (int, 2, "passes in a row before a failed monitor is ok again"),
     "fall": (int, 3, "failures in a row before the monitor is failed"),
     "vital": (bool, True, "a failed vital monitor makes the node (system) or the app (app monitor) ineligible"),
+    "other": (bool, False, "app monitors: ask the plugin's other() before the app starts here; a start is "
+                           "refused while it names another holder (system monitors: unused)"),
 }
 RESOURCE = {
     "name": (str, REQUIRED, "unique within the app"),
@@ -68,6 +81,8 @@ RESOURCE = {
     "on_fail": (str, states.RESTART, "restart | failover | ignore"),
     "max_restarts": (int, 3, "restarts within restart_window before the app fails here"),
     "restart_window": (NUMBER, 300.0, "seconds over which restarts are counted"),
+    "other": (bool, True, "ask the plugin's other() right before start and promote; a start is refused while "
+                          "it names another holder (false: start without asking, logged)"),
 }
 APP = {
     "stickiness": (bool, True, "a running app stays where it is"),
@@ -129,6 +144,70 @@ def join(path, key):
     return f"{path}.{key}" if path else str(key)
 
 
+def shown(value, limit=60):
+    """``value`` as JSON for a message, cut at ``limit``: an integer too long to print
+    (and anything holding one) is described instead."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 1000:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    try:
+        return json.dumps(value)[:limit]
+    except (ValueError, TypeError, RecursionError):
+        return f"{type_name(type(value)) if type(value) in (dict, list) else 'a value'} too large to show"
+
+
+def number_problem(value):
+    """Why the number ``value`` of a schema field cannot be used, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number, got {value}"
+    if abs(value) > MAX_NUMBER:
+        return f"number too large, got {shown(value, 30)} (at most {MAX_NUMBER})"
+    return None
+
+
+def too_deep(value, limit=MAX_DEPTH, keep=6):
+    """Where ``value`` nests lists and objects more than ``limit`` levels deep: a list of
+    ``(path, steps)``, each the path of the deepest object key within its first ``keep``
+    steps ("" when there is none). Iterative, and never deeper than ``limit``."""
+    found = []
+    stack = [(value, (), (), 0)]   # value, its first keep steps, the cut, depth
+    while stack:
+        item, steps, cut, depth = stack.pop()
+        if found and steps[:len(found[-1][1])] == found[-1][1]:
+            continue   # under a place already found
+        if not isinstance(item, (dict, list)):
+            continue
+        if depth >= limit:
+            found.append((format_steps(cut), cut))
+            continue
+        pairs = item.items() if isinstance(item, dict) else enumerate(item)
+        for key, child in reversed(list(pairs)):
+            step = (isinstance(item, dict), key)
+            inner = steps + (step,) if len(steps) < keep else steps
+            stack.append((child, inner, inner if step[0] and len(steps) < keep else cut, depth + 1))
+    return found
+
+
+def format_steps(steps):
+    path = ""
+    for is_key, key in steps:
+        path = join(path, key) if is_key else f"{path}[{key}]"
+    return path
+
+
+def prune(raw, steps):
+    """``raw`` with the value at ``steps`` replaced by None (the containers on the way
+    copied, ``raw`` itself unchanged)."""
+    if not steps:
+        return None
+    root = copy.copy(raw)
+    item = root
+    for _, key in steps[:-1]:
+        item[key] = copy.copy(item[key])
+        item = item[key]
+    item[steps[-1][1]] = None
+    return root
+
+
 class Validator:
     """Walks a raw config dict, filling defaults into a copy and collecting errors."""
 
@@ -136,14 +215,18 @@ class Validator:
         self.registry = registry
         self.errors = []
         self.warnings = []
+        self.pruned = []   # paths of values cut off for nesting too deep: no other error under them
 
     def error(self, path, message):
+        for cut in self.pruned:
+            if cut == "" or path == cut or path.startswith((cut + ".", cut + "[")):
+                return
         self.errors.append(f"{path or '(top level)'}: {message}")
 
     def section(self, raw, schema, path):
         """A copy of ``raw`` with defaults applied; errors for unknown/missing/mistyped keys."""
         if not isinstance(raw, dict):
-            self.error(path, f"expected an object, got {json.dumps(raw)[:60]}")
+            self.error(path, f"expected an object, got {shown(raw)}")
             raw = {}
         out = {}
         for key, value in raw.items():
@@ -153,8 +236,11 @@ class Validator:
             if key in raw:
                 value = raw[key]
                 if not is_type(value, expected):
-                    self.error(join(path, key), f"expected {type_name(expected)}, got {json.dumps(value)[:60]}")
+                    self.error(join(path, key), f"expected {type_name(expected)}, got {shown(value)}")
                     value = copy.deepcopy(default) if default is not REQUIRED else None
+                elif expected in (NUMBER, int) and number_problem(value):
+                    self.error(join(path, key), number_problem(value))
+                    value = copy.deepcopy(default)
                 elif expected in (NUMBER,) and value < 0:
                     self.error(join(path, key), f"must not be negative, got {value}")
                 out[key] = value
@@ -334,6 +420,10 @@ def validate(raw, node_name=None, registry=None):
                 plugin_dirs = [d for d in dirs if isinstance(d, str)]
         registry = Registry(plugin_dirs)
     v = Validator(registry)
+    for path, steps in too_deep(raw):   # cut off, so that nothing below recurses into them
+        v.error(path, f"nested deeper than {MAX_DEPTH} levels of lists and objects")
+        v.pruned.append(path)
+        raw = prune(raw, steps)
     config = v.section(raw, TOP, "")
     cluster = config["cluster"] = v.section(config["cluster"], CLUSTER, "cluster")
     node = config["node"] = v.section(config["node"], NODE, "node")
@@ -386,10 +476,13 @@ def validate(raw, node_name=None, registry=None):
         node["listen"] = f"{me['host']}:{me['port']}"
     if node["listen"] is not None:
         host, _, port = node["listen"].rpartition(":")
-        if not host or not port.isdigit():
+        if not host or not re.fullmatch("[0-9]+", port):   # not str.isdigit(): it takes "²"
             v.error("node.listen", f"expected HOST:PORT, got {node['listen']!r}")
-    if node["admin_remote"] and not node["token_file"]:
-        v.error("node.admin_remote", "remote admin requests need node.token_file (refusing tokenless remote admin)")
+        elif not 1 <= int(port) <= 65535:
+            v.error("node.listen", f"port must be 1-65535, got {node['listen']!r}")
+    if node["admin_remote"] and node["admin_open"]:
+        v.error("node.admin_remote", "remote admin requests need the admin token: not with node.admin_open "
+                                     "(refusing tokenless remote admin)")
     for key in ("preferred",):
         for app_name, app in config["apps"].items():
             if app.get(key) is not None and app[key] not in cluster["nodes"]:
@@ -428,6 +521,17 @@ def validate(raw, node_name=None, registry=None):
         elif len(voters) == 2:
             v.warnings.append("cluster.nodes: two nodes without a witness: if either node dies, the other "
                               "has no majority and stops every app; add a witness node")
+    if not v.errors:   # a lease() that fails or hangs leaves its resource unleased: say so
+        for app_name, app in config["apps"].items():
+            for index, res in enumerate(app["resources"]):
+                try:
+                    plugin = registry.get(res["plugin"])
+                except PluginError:
+                    continue
+                problems = []
+                bounds.plugin_lease(plugin, res["args"], problems)
+                v.warnings += [f"apps.{app_name}.resources[{index}].plugin: {problem} (docs/plugins.rst, the "
+                               "lease contract)" for problem in problems]
     return config, v.errors, v.warnings
 
 
@@ -449,10 +553,30 @@ def read(path):
             text = f.read()
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
     try:
-        return json.loads(text)
+        raw = json.loads(text, parse_int=parse_int)
     except json.JSONDecodeError as exc:
         raise ConfigError([f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"]) from None
+    except RecursionError:   # the reader recursed before MAX_DEPTH could be checked
+        raise ConfigError([f"{path}: nested deeper than {MAX_DEPTH} levels of lists and objects"]) from None
+    deep = too_deep(raw)
+    if deep:
+        raise ConfigError([f"{path}: {where or '(top level)'}: nested deeper than {MAX_DEPTH} levels of lists "
+                           "and objects" for where, _ in deep])
+    return raw
+
+
+def parse_int(text):
+    """An integer of a JSON file. One longer than int() reads (sys.get_int_max_str_digits())
+    becomes a power of ten with as many digits: only its size matters, since no number
+    of the schema may be that large (and reading it exactly would take minutes)."""
+    digits = len(text.lstrip("-"))
+    limit = sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else 0
+    if limit and digits > limit:
+        return (-1 if text.startswith("-") else 1) * 10 ** (digits - 1)
+    return int(text)
 
 
 def load(path, node_name=None):
@@ -460,12 +584,12 @@ def load(path, node_name=None):
     problem found. The daemon, ``check-config`` and a reload all come through here, so
     check-config refuses exactly what the daemon would refuse."""
     config, errors, warnings = validate(read(path), node_name)
+    config["_path"] = str(path)
     if not errors:
         errors += file_errors(config)
     if errors:
         raise ConfigError(errors)
     config["_warnings"] = warnings
-    config["_path"] = str(path)
     return config
 
 
@@ -479,10 +603,12 @@ def file_errors(config):
             read_secret(cluster["secret_file"])
         except ConfigError as exc:
             errors += exc.errors
-    try:
-        read_token(node["token_file"])
-    except ConfigError as exc:
-        errors += exc.errors
+    path, default = token_file(config)
+    if path and not (default and not os.path.exists(path)):   # the default one is made at start
+        try:
+            read_token(path)
+        except ConfigError as exc:
+            errors += exc.errors
     if node["listen"]:
         host, _, port = node["listen"].rpartition(":")
         host = host.strip("[]")
@@ -499,6 +625,8 @@ def file_errors(config):
 
 def read_secret(path):
     """The cluster secret; refuses a missing, short, or group/world-readable file."""
+    if "\x00" in str(path):
+        raise ConfigError([f"cluster.secret_file: {path!r}: a file name cannot hold a NUL character"])
     try:
         mode = os.stat(path).st_mode
     except OSError as exc:
@@ -517,18 +645,74 @@ def read_secret(path):
     return secret
 
 
+TOKEN_NAME = "admin.token"
+
+
+def token_file(config):
+    """``(path, default)``: the admin token file admin requests need, and whether it is
+    the default (admin.token next to the config file, which the daemon makes); ``(None,
+    False)`` with node.admin_open."""
+    node = config["node"]
+    if node["admin_open"]:
+        return None, False
+    if node["token_file"]:
+        return node["token_file"], False
+    folder = os.path.dirname(os.path.abspath(config.get("_path") or DEFAULT_PATH))
+    return os.path.join(folder, TOKEN_NAME), True
+
+
 def read_token(path):
-    """The admin token of node.token_file, or None when none is configured."""
+    """The admin token in ``path`` (None for no path); refuses a missing, empty, or
+    world-readable file (a group may read it: an admin group)."""
     if not path:
         return None
+    hint = f"leave node.token_file out for {TOKEN_NAME} next to the config, made at start"
+    if "\x00" in str(path):
+        raise ConfigError([f"node.token_file: {path!r}: a file name cannot hold a NUL character"])
     try:
+        mode = os.stat(path).st_mode
         with open(path, encoding="utf-8") as f:
             token = f.read().strip()
     except OSError as exc:
-        raise ConfigError([f"node.token_file: cannot read {path}: {exc.strerror}"]) from None
-    if not token:
-        raise ConfigError([f"node.token_file: {path} is empty"])
+        raise ConfigError([f"node.token_file: cannot read {path}: {exc.strerror} "
+                           f"(create it with: hado keygen {path}; or {hint})"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"node.token_file: {path} is not text"]) from None
+    if mode & 0o006:
+        raise ConfigError([f"node.token_file: {path} is readable or writable by every user (mode {mode & 0o777:o}), "
+                           f"who could then send admin requests; run: chmod 600 {path}"])
+    if len(token) < 16:
+        raise ConfigError([f"node.token_file: {path} holds {'nothing' if not token else 'fewer than 16 characters'}; "
+                           f"use hado keygen, or {hint}"])
     return token
+
+
+def ensure_token(path):
+    """``(token, made)``: read_token(path), after making the file when it is missing:
+    64 random hex digits, mode 0600, owned by the daemon's user (root under systemd).
+    Daemons sharing a folder may race: the file appears whole (a link) or not at all,
+    and the loser reads the winner's."""
+    if os.path.exists(path):
+        return read_token(path), False
+    folder = os.path.dirname(os.path.abspath(path))
+    temp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}")
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(temp, path)
+            made = True
+        except FileExistsError:
+            made = False
+        finally:
+            os.unlink(temp)
+    except OSError as exc:
+        raise ConfigError([f"node.token_file: cannot make the admin token {path}: {exc.strerror} (make it with: "
+                           f"hado keygen {path}, or set node.token_file to a file this daemon can read)"]) from None
+    return read_token(path), made
 
 
 def reference():

@@ -27,7 +27,7 @@ the last one received, however old, for a down node)::
      "peers": {"node-b": "up", ...}, "silent": {"node-b": 0.2, ...},
      "apps": {"web": {"role": "active", "eligible": True, "why_not": None,
                       "epoch": 3, "active_node": "node-a", "move_to": None,
-                      "claim": False, "claims": ["node-a"]}}}
+                      "claim": False, "claims": ["node-a"], "holders": ["node-a"]}}}
 
 ``uptime_s`` is how long this node has run. Every decision has a ``kind`` (KINDS below,
 for programs: nothing branches on a sentence) and a ``reason`` (the sentence, for people).
@@ -45,7 +45,9 @@ The rules, in order (docs/cluster.rst explains the timing that makes them safe):
    ties broken by node name;
 3. this node is active only if it is the winner, has quorum, and nothing says another
    node may still run the app: no other up node holds it (active, starting, stopping),
-   no up peer sees another node as active, every node whose last word was "holding" is
+   no up peer sees another node as active or hears it holding the app (``holders``: a
+   node on the other side of a non-transitive partition), every node whose last word
+   was "holding" or a claim, as we heard it or as an up peer passes it on, is
    down in every up peer's view too, silent for the app's ``takeover_after`` here and
    for its ``peer_silence`` in every up peer's report (the stop budget of its unleased
    resources; bounds.py), fenced first if fencing is configured, and every node was
@@ -156,25 +158,49 @@ def blockers(view, app, fence_configured=False, fenced=()):
     me, nodes = view["me"], view["nodes"]
     up = up_nodes(view)
     waits, fence = [], None
+    relayed = {}    # node -> the up peers whose last word from it was that it holds the app
     for name in up:
         if name == me:
             continue
         entry = app_report(nodes[name], app)
         if entry.get("role") in states.HOLDING:
             waits.append(("peer_holds", f"{name} reports it {entry['role']}"))
+        peer_sees = (nodes[name].get("report") or {}).get("peers") or {}
         seen = entry.get("active_node")
-        if seen and seen not in (me, name):
-            peer_sees = ((nodes[name].get("report") or {}).get("peers") or {}).get(seen)
-            if peer_sees == "up":
-                waits.append(("peer_sees_holder", f"{name} still sees {seen} active"))
+        if seen and seen not in (me, name) and peer_sees.get(seen) == "up":
+            waits.append(("peer_sees_holder", f"{name} still sees {seen} active"))
+        for holder in entry.get("holders") or ():
+            if not isinstance(holder, str) or holder in (me, name) or holder not in nodes or holder in up:
+                continue    # (in up: we hear it ourselves, its own report counts)
+            if holder == seen and peer_sees.get(seen) == "up":
+                continue    # said above
+            ours = app_report(nodes[holder], app)
+            if peer_sees.get(holder) != "up":
+                relayed.setdefault(holder, []).append(name)
+            elif not (ours.get("role") in states.HOLDING or ours.get("claim")):
+                # A node we do not hear (a non-transitive partition) and whose last
+                # word to us was not holding: it holds the app by its newest word to
+                # that peer, stopping included. (When it was, the silence rules below
+                # wait for it: that peer does not see it down.)
+                waits.append(("peer_sees_holder", f"{name} hears {holder} holding it"))
     for name, node in nodes.items():
         if name == me or name in up:
             continue
         if node["status"] == "unknown":
             waits.append(("not_heard", f"{name} not heard from yet"))
             continue
-        last_word = app_report(node, app).get("role")
-        if last_word not in states.HOLDING:
+        # Its last word, as we heard it or as a peer that heard it later passes it on:
+        # holding the app, or claiming it (a claim that was confirmed right before the
+        # silence may have become a start).
+        entry = app_report(node, app)
+        last_word = entry.get("role")
+        if last_word in states.HOLDING:
+            pass
+        elif entry.get("claim"):
+            last_word = "claiming it"
+        elif name in relayed:
+            last_word = f"holding it (the last word {', '.join(relayed[name])} had from it)"
+        else:
             continue
         settings = view["apps"].get(app, {})
         wait_for = settings.get("takeover_after", view.get("takeover_after", view["dead_after"]))
@@ -287,7 +313,8 @@ def decide_app(view, app, fence_configured=False, fenced=()):
                   and app_report(nodes[n], app).get("role") not in RUNNING}
         for peer in up:   # claims our peers see, from nodes we may not see ourselves
             if peer != me:
-                rivals.update(c for c in app_report(nodes[peer], app).get("claims") or () if c != me and c in nodes)
+                rivals.update(c for c in app_report(nodes[peer], app).get("claims") or ()
+                              if isinstance(c, str) and c != me and c in nodes)
         better = sorted((n for n in rivals if rank(view, n) < rank(view, me)), key=lambda n: rank(view, n))
         if better:
             return done("yield", f"{app}: standby on {me} because {better[0]} claims it too and ranks higher "
@@ -366,8 +393,9 @@ def what_if(view, changes):
         for entry in (rep.get("apps") or {}).values():
             if entry.get("active_node") in downed:
                 entry["active_node"] = None
-            if isinstance(entry.get("claims"), list):
-                entry["claims"] = [c for c in entry["claims"] if c not in downed]
+            for key in ("claims", "holders"):
+                if isinstance(entry.get(key), list):
+                    entry[key] = [c for c in entry[key] if c not in downed]
     q = view["quorum"]
     if "voters" in q:
         q["voters"] = [p for p in q["voters"] if p not in downed]

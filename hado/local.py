@@ -64,6 +64,14 @@ def expiries(apps, now):
     return out
 
 
+def why_other(record):
+    """The sentence for an ``other`` record (resource.py writes it when an other() named
+    another holder, or failed, right before a start; it goes once one answers None)."""
+    if record.get("failed"):
+        return f"cannot tell whether another machine holds it ({record['by']}: {record['message']})"
+    return f"sees another holder ({record['by']}: {record['message']})"
+
+
 def why_not_here(app, entry, standby, healthy, why_unhealthy, witness, expired=()):
     """Why ``app`` may not run on this node (None when it may)."""
     if witness:
@@ -77,6 +85,9 @@ def why_not_here(app, entry, standby, healthy, why_unhealthy, witness, expired=(
         return f"waits for the first result of app monitor {failing[0]}"
     if failing:
         return f"fails app monitor {failing[0]}: {failing[1]}"
+    other = entry.get("other")
+    if other:
+        return why_other(other)
     failure = entry.get("failure")
     if failure and (app, "failure") not in expired:
         until = "or failure_timeout" if failure.get("until") is not None else "only"

@@ -28,11 +28,12 @@ per request)           set_maintenance, move, cancel_move, cleanup (State writer
                        resource_action (a plugin call on a Caller of its own).
 peers                  Writes peer records: peer_answer (evidence, report, claims,
                        quorum), peer_request, peer_error, peer_unreachable. Reads
-                       my_report() (observe() on a copy) and my_claims().
+                       my_report() (observe() on a copy), my_claims() and my_holds().
 monitor:NAME           Writes its own monitor entry (update_monitor).
 resource:APP           Writes its app's resource entries (update_resource), role (only
                        through AppSupervisor.transition), failure and desired=standby
-                       on failure (fail_app) or exit. Owns its Resource objects, except
+                       on failure (fail_app) or exit, and the app's "other" record (a
+                       holder outside hado that other() found). Owns its Resource objects, except
                        Resource.next_check, which the leases thread may set to 0 (check
                        at once; a lost race costs one interval) and Resource.revoked_for
                        (the leases thread's alone).
@@ -98,6 +99,7 @@ class Node:
         self.last_ping = 0.0
         self.secret = b""
         self.token = None
+        self.token_file = None
 
     # ----- start -------------------------------------------------------------------
 
@@ -106,7 +108,7 @@ class Node:
         peers = [n for n in cluster["nodes"] if n != self.me]
         if peers:
             self.secret = config_mod.read_secret(cluster["secret_file"])
-        self.token = config_mod.read_token(self.config["node"]["token_file"])
+        self.read_admin_token()
         total = len(cluster["nodes"])
         needed = election.quorum(0, total, cluster["quorum"])["needed"]
         # An answer counts as a vote for D/2 after its request was sent: the timing argument
@@ -126,7 +128,8 @@ class Node:
         log.info("started: API on http://%s:%s/ (node %s, cluster %s)", host, self.api.port, self.me, cluster["name"])
         if peers:
             self.heartbeats = Heartbeats(self.state, self.me, cluster["name"], cluster["nodes"], self.secret,
-                                         self.heartbeat, self.my_report, self.clock, self.state.my_claims)
+                                         self.heartbeat, self.my_report, self.clock, self.state.my_claims,
+                                         self.state.my_holds)
             try:
                 self.heartbeats.bind(host, self.api.port)
             except OSError as exc:
@@ -145,6 +148,23 @@ class Node:
         self.leases.start()
         systemd.notify("READY=1\nSTATUS=" + self.summary())
         log.info("started: node %s is ready (%d app(s), %d peer(s))", self.me, len(self.supervisors), len(peers))
+
+    def read_admin_token(self):
+        """The admin token admin requests must carry (made at the first start when it is
+        the default file), or none at all with node.admin_open, said at every start."""
+        self.token_file, default = config_mod.token_file(self.config)
+        self.state.set_note("admin_open", self.token_file is None)
+        if self.token_file is None:
+            self.token = None
+            log.warning("config: node.admin_open is true: admin requests need no token; any local user can "
+                        "put this node in standby or move its apps (set it to false to require %s)",
+                        config_mod.token_file({**self.config, "node": {**self.config["node"], "admin_open": False}})[0])
+            return
+        self.token, made = config_mod.ensure_token(self.token_file) if default else \
+            (config_mod.read_token(self.token_file), False)
+        if made:
+            log.info("started: made the admin token %s (mode 0600); admin commands (hado standby, move, ...) "
+                     "read it, so they need root or read access to it", self.token_file)
 
     def start_monitors(self):
         self.monitor_stop = threading.Event()
@@ -205,7 +225,10 @@ class Node:
         while not self.flags["stop"]:
             if self.flags["reload"]:
                 self.flags["reload"] = False
-                self.reload()
+                try:
+                    self.reload()
+                except Exception:  # loop boundary: a reload's bug must not end the daemon
+                    log.exception("failed: reload crashed; going on")
             self.wakeup.clear()
             try:
                 self.turn()
@@ -414,11 +437,16 @@ class Node:
         path = self.config.get("_path")
         try:
             new = config_mod.load(path, self.me)
-        except config_mod.ConfigError as exc:
-            message = f"reload of {path} refused, still running the previous config: " + "; ".join(exc.errors)
+        except Exception as exc:   # ConfigError; anything else is a bug in load(), refused all the same
+            if isinstance(exc, config_mod.ConfigError):
+                errors = exc.errors
+            else:
+                log.exception("failed: loading %s for the reload crashed", path)
+                errors = [f"{path}: cannot be loaded: {type(exc).__name__}: {exc}"]
+            message = f"reload of {path} refused, still running the previous config: " + "; ".join(errors)
             log.error("failed: %s", message)
             self.state.set_config_error(message)
-            self.state.event("reload refused", "; ".join(exc.errors))
+            self.state.event("reload refused", "; ".join(errors))
             return
         if new["cluster"] != self.config["cluster"] or new["node"] != self.config["node"]:
             log.warning("reload: cluster and node settings changed; they apply at the next restart "

@@ -12,20 +12,27 @@ a re-send a quarter heartbeat later, not a TCP retransmission timeout of 0.2-1 s
 time and, with re-sends, almost never over a whole quorum window. The HTTP API still
 serves the full state (``GET /v1/state``, signed when the request sends a nonce).
 
-The datagram (protocol version 2), built so that a receiver checks the MAC over the
+The datagram (protocol version 3), built so that a receiver checks the MAC over the
 raw bytes before it parses anything::
 
     offset  0   4 bytes  b"HADO"
-            4   1 byte   version (2)
+            4   1 byte   version (3)
             5   1 byte   type: b"Q" request, b"A" answer
             6  16 bytes  nonce (random; an answer repeats its request's)
-           22   n bytes  body: one JSON object, UTF-8
+           22   n bytes  body: a request: one JSON object, UTF-8; an answer: one JSON
+                         object (the envelope, without the report), b"\n", then the
+                         report as hado/wire.py encodes it (positional, deflated)
        22 + n  32 bytes  HMAC-SHA256 over bytes 0 .. 22 + n, with a key derived from
                          the cluster secret (heartbeat_key: never the API's signatures)
 
-    request body: {"cluster": C, "from": A, "to": B, "boot": R, "seq": S, "claims": [APP...]
-                   [, "poll_me": true]}
-    answer body:  {"cluster": C, "from": B, "to": A, "boot": R, "seq": S, "report": {...}}
+    request body: {"cluster": C, "from": A, "to": B, "boot": R, "seq": S, "claims": [APP...],
+                   "holds": [APP...] [, "poll_me": true]}
+    answer body:  {"cluster": C, "from": B, "to": A, "boot": R, "seq": S} "\n" encode_report(report)
+
+Version 3 differs from 2 only in the answers: a 50-app report took 7.2 KB of JSON,
+5 IP fragments, and now takes about 450 bytes, one packet (wire.py; docs/cluster.rst
+"Size limits"). The version byte and the key (derived with the version in it) keep the
+two apart: a version-2 node counts our datagrams ``version``, and we count its.
 
 ``boot`` is random per run of hado and ``seq`` counts every datagram that run sends:
 a receiver applies a peer's message only when it is newer than the last one it applied
@@ -35,7 +42,8 @@ claims a request lists) after a newer one.
 
 Receiving, cheapest test first: length and fixed header (magic, version, type, size
 limit of the type), then for an answer whether its nonce is pending (a dict look-up),
-then the MAC over the raw bytes (one ``hmac.digest``), and only then UTF-8 and JSON.
+then the MAC over the raw bytes (one ``hmac.digest``), and only then UTF-8 and JSON,
+and for an answer the report's bounded inflate (wire.MAX_REPORT; else ``bad_report``).
 
 A flood cannot starve the peers: besides the socket bound to the port (open to
 anyone) there is one socket per peer, bound to the same port and *connected* to the
@@ -45,8 +53,10 @@ fill. Those queues are read first, every turn; the open socket is read in batche
 at most ``BATCH`` and at most ``PUBLIC_RATE`` datagrams a second, so a flood costs a
 bounded share of one CPU and the kernel drops the rest.
 
-A request carries the apps its sender claims, so the answer to it already echoes the
-claim (election.py: a claim counts once every peer lists it). ``poll_me`` asks the peer
+A request carries the apps its sender claims and holds (reports active, starting or
+stopping), so the answer to it already echoes the claim (election.py: a claim counts
+once every peer lists it), and a peer passes on what a node holds even to nodes that
+do not hear that node themselves (``holders``, engine gaps 5 and 6 of tests/sim.py). ``poll_me`` asks the peer
 to send us a request at once: a node whose roles changed pokes its peers that way, so
 a node waiting for it to stop (a move) learns it at once. Nudges are limited to one per
 heartbeat/16 and peer.
@@ -65,9 +75,11 @@ import select
 import socket
 import threading
 
+from . import wire
+
 log = logging.getLogger("hado.peers")
 
-VERSION = 2
+VERSION = 3
 MAGIC = b"HADO"
 REQUEST, ANSWER = ord("Q"), ord("A")
 NONCE_BYTES = 16
@@ -75,7 +87,7 @@ HEADER = len(MAGIC) + 2 + NONCE_BYTES       # 22: magic, version, type, nonce
 MAC_BYTES = 32
 SMALLEST = HEADER + 2 + MAC_BYTES           # the body is at least "{}"
 MAX_REQUEST = 16384                         # a request lists names only
-MAX_DATAGRAM = 65000                        # an answer carries the report
+MAX_DATAGRAM = 65000                        # an answer carries the report (wire.size_problem)
 RCVBUF = 256 * 1024     # per socket: a peer's queue holds 4 maximal datagrams, about 100 real ones
 PUBLIC_RATE = 20000     # datagrams a second read from the open socket at most
 PUBLIC_BURST = 2000
@@ -93,13 +105,20 @@ def sign(secret, data):
 def heartbeat_key(secret):
     """The key of the heartbeat MACs, derived from the cluster secret: no signature made
     with the secret itself (the API signs over a nonce its caller chooses) is ever one."""
-    return hmac.digest(secret, b"hado heartbeat protocol 2", "sha256")
+    return hmac.digest(secret, b"hado heartbeat protocol %d" % VERSION, "sha256")
 
 
 def pack(key, kind, nonce, body):
-    """One datagram: header, JSON body, MAC over both."""
-    data = (MAGIC + bytes((VERSION, kind)) + nonce
-            + json.dumps(body, separators=(",", ":"), sort_keys=True).encode())
+    """One datagram: header, body, MAC over both. The body of a request is its JSON; of
+    an answer with a "report", the JSON of the rest, a newline (JSON that
+    ``json.dumps`` writes never holds one) and wire.encode_report(report)."""
+    data = MAGIC + bytes((VERSION, kind)) + nonce
+    if kind == ANSWER and isinstance(body, dict) and "report" in body:
+        envelope = {k: v for k, v in body.items() if k != "report"}
+        data += (json.dumps(envelope, separators=(",", ":"), sort_keys=True).encode() + b"\n"
+                 + wire.encode_report(body["report"]))
+    else:
+        data += json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
     return data + hmac.digest(key, data, "sha256")
 
 
@@ -142,14 +161,27 @@ def authentic(key, datagram):
     return hmac.compare_digest(hmac.digest(key, datagram[:-MAC_BYTES], "sha256"), datagram[-MAC_BYTES:])
 
 
-def read_body(datagram):
-    """The JSON object of a datagram whose MAC was checked; Rejected when it is none."""
+def read_body(datagram, kind=REQUEST):
+    """The body of a datagram whose MAC was checked, as a dict (an answer's with its
+    decoded "report"); Rejected when it is none."""
+    raw = bytes(datagram[HEADER:-MAC_BYTES])
+    encoded = None
+    if kind == ANSWER:
+        raw, newline, encoded = raw.partition(b"\n")
+        if not newline:
+            encoded = None   # no report: on_answer counts it bad_report
     try:
-        body = json.loads(bytes(datagram[HEADER:-MAC_BYTES]).decode("utf-8"))
+        body = json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError) as exc:   # UnicodeDecodeError is a ValueError
         raise Rejected("unparsable", f"signed but unparsable body: {type(exc).__name__}") from None
     if not isinstance(body, dict):
         raise Rejected("unparsable", "signed body is not a JSON object")
+    if encoded is not None:
+        try:
+            body["report"] = wire.decode_report(encoded)
+        except wire.WireError as exc:
+            raise Rejected("bad_report", f"signed answer with an undecodable report ({len(encoded)} bytes): "
+                                         f"{exc}") from None
     return body
 
 
@@ -159,7 +191,7 @@ def unpack(key, datagram):
     kind, nonce = read_header(datagram)
     if not authentic(key, datagram):
         raise Rejected("bad_signature", "bad signature")
-    return kind, nonce, read_body(datagram)
+    return kind, nonce, read_body(datagram, kind)
 
 
 class Heartbeats(threading.Thread):
@@ -168,7 +200,8 @@ class Heartbeats(threading.Thread):
     Every attribute but ``poked`` (guarded by ``poke_lock``) and ``stopping`` belongs
     to this thread alone once it runs."""
 
-    def __init__(self, state, me, cluster, nodes, secret, heartbeat, report, clock, claims=lambda: []):
+    def __init__(self, state, me, cluster, nodes, secret, heartbeat, report, clock, claims=lambda: [],
+                 holds=lambda: []):
         super().__init__(name="peers", daemon=True)
         self.state, self.me, self.cluster = state, me, cluster
         self.nodes = nodes                      # name -> {"host", "port", ...}
@@ -177,6 +210,7 @@ class Heartbeats(threading.Thread):
         self.heartbeat = heartbeat
         self.report = report                    # callable: our report, built fresh
         self.claims = claims                    # callable: the apps we claim now
+        self.holds = holds                      # callable: the apps we report active/starting/stopping
         self.clock = clock
         self.stopping = threading.Event()
         self.boot = os.urandom(8).hex()         # this run of hado
@@ -347,7 +381,7 @@ class Heartbeats(threading.Thread):
         if address is None:
             return
         body = {"cluster": self.cluster, "from": self.me, "to": peer, "boot": self.boot, "seq": self.next_seq(),
-                "claims": self.claims()}
+                "claims": self.claims(), "holds": self.holds()}
         if poll_me:
             body["poll_me"] = True
         datagram = pack(self.key, REQUEST, nonce, body)
@@ -386,7 +420,7 @@ class Heartbeats(threading.Thread):
                 raise Rejected("bad_signature", "bad signature on a " + ("request" if kind == REQUEST else "answer"))
             if pending is not None:
                 self.pending.pop(nonce, None)   # signed: whatever it says, this nonce is used up
-            body = read_body(datagram)
+            body = read_body(datagram, kind)
         except Rejected as rejected:
             self.reject(origin, rejected, address)
             return
@@ -427,8 +461,9 @@ class Heartbeats(threading.Thread):
                                                           f"reordered by the network")
                 return
             heard[1] = body["seq"]
-            claims = body.get("claims")
-            self.state.peer_request(sender, now, claims if isinstance(claims, list) else None)
+            claims, holds = body.get("claims"), body.get("holds")
+            self.state.peer_request(sender, now, claims if isinstance(claims, list) else None,
+                                    holds if isinstance(holds, list) else None)
             if body.get("poll_me") is True:
                 self.ask_soon(sender, now)   # it has news (a claim): fetch its report now
         else:
@@ -443,13 +478,25 @@ class Heartbeats(threading.Thread):
                 self.ask_soon(sender, now)
         if via is None:
             self.stray(sender, address)
+        # Silence floored below 3 h (the least dead_after): an unchanged cluster sends
+        # unchanged reports, and an answer that says nothing new wakes nobody (wire.py).
+        report = wire.for_peers(self.report(), 3 * self.heartbeat)
         answer = {"cluster": self.cluster, "from": self.me, "to": sender, "boot": self.boot, "seq": self.next_seq(),
-                  "report": self.report()}
-        datagram = pack(self.key, ANSWER, nonce, answer)
+                  "report": report}
+        try:
+            datagram = pack(self.key, ANSWER, nonce, answer)
+        except wire.WireError as exc:
+            self.warn("big-answer", "failed: %s (too many apps?): the peers cannot hear this node", exc)
+            return
         if len(datagram) > MAX_DATAGRAM:
             self.warn("big-answer", "failed: our report takes %d bytes, more than the %d of a heartbeat datagram "
                       "(too many apps?): the peers cannot hear this node", len(datagram), MAX_DATAGRAM)
             return
+        if len(datagram) > wire.MTU_PAYLOAD and "mtu-answer" not in self.logged:   # once per run
+            self.warn("mtu-answer", "heartbeat answers of this node take %d bytes (%d apps), more than the %d that "
+                      "fit one packet on a %d-byte MTU: they are sent as IP fragments, and a lost fragment "
+                      "loses the whole answer (docs/cluster.rst, \"Size limits\")", len(datagram),
+                      len(report.get("apps") or ()) if isinstance(report, dict) else 0, wire.MTU_PAYLOAD, wire.MTU)
         self.send(sender, datagram, address)
 
     def on_answer(self, pending, body, address, via):

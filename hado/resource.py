@@ -10,16 +10,54 @@ The app's role has one writer, ``AppSupervisor.transition`` (states.ROLE_EDGES).
 
 The election writes ``desired`` into the app's entry: ``active``, ``standby`` or
 ``None`` (hold: observe only, used before the first decision after start-up).
+
+Another holder (``other()``, class Guard): right before it starts a resource that runs
+on one node only, or promotes one, the supervisor asks that plugin's ``other()`` (and,
+before the app's first such step here, the ``other()`` of each app monitor with
+``"other": true``) whether someone else runs it. A sentence (or a failure) refuses the
+step and goes into the app's entry as ``other``; local.py then counts the node as not
+eligible for the app, so the election may pick another node. The supervisor asks again
+every ``interval`` of that resource or monitor, whatever the election decides meanwhile,
+and drops the record at the first None.
 """
 
 import logging
 import threading
+import time
 
 from . import bounds, states
-from .plugin import Caller
+from .plugin import Caller, short
 from .state import wall
 
 log = logging.getLogger("hado.resource")
+
+OTHER_TIMEOUT = 2.0   # seconds at most for one other() call (less when the entry's timeout is shorter)
+
+
+class Guard:
+    """One ``other()`` to ask before this node takes the app: a resource's, or an app
+    monitor's. ``by`` names it in sentences (``vip``, ``monitor http``); ``enabled`` is
+    the config's ``other`` key; ``interval`` is how often a refusal is asked again."""
+
+    def __init__(self, app, by, plugin, spec, enabled):
+        self.by, self.plugin, self.args, self.enabled = by, plugin, spec["args"], enabled
+        self.timeout = min(OTHER_TIMEOUT, spec["timeout"])
+        self.interval = spec["interval"]
+        self.caller = Caller(f"{app}/{by}:other")   # its own slot: a hung other() blocks no stop()
+
+    def ask(self):
+        """(record or None, seconds it took): None when nobody else runs it; else the
+        record for the app's entry: ``by``, ``message`` and ``failed`` (other() raised,
+        hung or returned something else than None or a sentence)."""
+        began = time.monotonic()
+        ok, value = self.caller.call(self.plugin.bind("other", self.args), self.timeout)
+        took = time.monotonic() - began
+        if ok and value is None:
+            return None, took
+        if ok and isinstance(value, str) and value.strip():
+            return {"by": self.by, "message": short(value.strip(), 300), "failed": False}, took
+        why = value if not ok else f"it returned {value!r:.60}, expected None or a sentence"
+        return {"by": self.by, "message": f"other() failed: {why}", "failed": True}, took
 
 
 class Resource:
@@ -37,12 +75,16 @@ class Resource:
         self.callers = {}   # action -> Caller: a hung alive() must not stop a stop()
         self.next_check = 0.0
         self.announced = 0
+        # Asked before start (active-standby) or promote (promotable); a clone runs everywhere.
+        self.guard = (Guard(app, self.name, plugin, spec, spec.get("other", True))
+                      if plugin.function("other") and self.kind != states.CLONE else None)
 
-    def call(self, action, timeout, function=None):
+    def call(self, action, timeout, function=None, cutoff=None):
         """Call plugin function ``function`` (default: ``action``) through the Caller of
-        ``action``: each action has its own, so a hung alive() never blocks a stop()."""
+        ``action``: each action has its own, so a hung alive() never blocks a stop().
+        ``cutoff``: see plugin.cut_off."""
         caller = self.callers.setdefault(action, Caller(f"{self.app}/{self.name}:{action}"))
-        return caller.call(self.plugin.bind(function or action, self.spec["args"]), timeout)
+        return caller.call(self.plugin.bind(function or action, self.spec["args"]), timeout, cutoff)
 
 
 class AppSupervisor(threading.Thread):
@@ -50,6 +92,16 @@ class AppSupervisor(threading.Thread):
         super().__init__(name=f"resource:{app}", daemon=True)
         self.state, self.app, self.spec, self.clock = state, app, spec, clock
         self.resources = [Resource(app, r, registry.get(r["plugin"])) for r in spec["resources"]]
+        self.monitor_guards = []            # app monitors with "other": true, asked before the app's first step
+        for name, mon in (spec.get("monitors") or {}).items():
+            if mon.get("other"):
+                plugin = registry.get(mon["plugin"])
+                if plugin.function("other"):
+                    self.monitor_guards.append(Guard(app, f"monitor {name}", plugin, mon, True))
+                else:
+                    log.warning("config: apps.%s.monitors.%s.other is true, but plugin %s has no other(): "
+                                "nothing to ask", app, name, plugin.name)
+        self.other_next = None              # clock() when the refusal in the app's "other" is asked again
         self.wake = threading.Event()       # set by the node when the desired role changes
         self.exit = threading.Event()       # set to end the thread
         self.stop_on_exit = True            # False when a reload hands the resources over
@@ -107,6 +159,8 @@ class AppSupervisor(threading.Thread):
         # Only resources that observe() checks (running, failed, unmanaged) have a due check.
         checked = (states.STARTED, states.R_FAILED, states.UNMANAGED)
         due = min([r.next_check for r in self.resources if self.entry(r)["state"] in checked] + [now + 5.0])
+        if self.other_next is not None:
+            due = min(due, self.other_next)
         return max(0.05, due - now)
 
     def turn(self):
@@ -116,6 +170,7 @@ class AppSupervisor(threading.Thread):
             self.observe(unmanaged=True)
             return
         self.adopt()
+        self.recheck_other(desired)
         if desired == states.ACTIVE:
             self.bring_up(promote=True)
         elif desired == states.STANDBY:
@@ -136,9 +191,13 @@ class AppSupervisor(threading.Thread):
             entry = self.entry(res)
             if entry["state"] != states.STARTED and not (entry["state"] == states.R_FAILED and
                                                          res.spec["on_fail"] == states.IGNORE):
+                if res.kind == states.ACTIVE_STANDBY and not self.nobody_else(res, "start"):
+                    return
                 if not self.start_resource(res) and res.spec["on_fail"] != states.IGNORE:
                     return
             if promote and res.kind == states.PROMOTABLE and not self.entry(res)["promoted"]:
+                if not self.nobody_else(res, "promote"):
+                    return
                 if not self.action(res, "promote"):
                     return
 
@@ -155,9 +214,106 @@ class AppSupervisor(threading.Thread):
         if keep_clones:
             self.bring_up(promote=False, only_clones=True)
 
+    # ----- another holder (other()) ------------------------------------------------
+
+    def nobody_else(self, res, action):
+        """Right before ``action`` (start or promote) of ``res``: True when no other() says
+        that someone else runs it. Asks the app monitors' guards first when nothing of the
+        app holds here yet, then the resource's own. A refusal is recorded (refused())
+        and asked again once its interval has passed, not at every turn."""
+        guards = ([] if self.holding() else list(self.monitor_guards)) + ([res.guard] if res.guard else [])
+        for guard in guards:
+            if not guard.enabled:
+                log.warning("unchecked: %s/%s: %s without asking other() (\"other\": false in its config)",
+                            self.app, res.name, action)
+                continue
+            record = self.state.app_entry(self.app).get("other")
+            if record and record["by"] == guard.by and self.other_next is not None \
+                    and self.clock() < self.other_next:
+                return False   # refused less than an interval ago
+            found, took = guard.ask()
+            if found is not None:
+                self.refused(guard, res, action, found)
+                return False
+            log.info("checked: %s/%s: other() of %s finds no other holder before the %s (%.3f s)",
+                     self.app, res.name, guard.by, action, took)
+            if record and record["by"] == guard.by:
+                self.cleared(record)
+        return True
+
+    def refused(self, guard, res, action, found):
+        """Record that ``guard`` refused ``action`` of ``res``: the app's entry (which makes
+        the node ineligible, local.py), the resource's message, one log line and event per
+        change of the sentence."""
+        self.other_next = self.clock() + guard.interval
+        found = dict(found, resource=res.name, action=action)
+        old = self.state.app_entry(self.app).get("other")
+        self.state.update_app(self.app, other=found)
+        about = "" if guard.by == res.name else f"{guard.by}: "
+        self.set(res, message=f"{action} refused: {about}{found['message']} (asked again every {guard.interval:g} s)")
+        if old is None or (old["by"], old["message"]) != (found["by"], found["message"]):
+            log.warning("refused: %s/%s: no %s, other() of %s says: %s; asked again every %g s, and this node "
+                        "is not eligible for %s meanwhile%s", self.app, res.name, action, guard.by, found["message"],
+                        guard.interval, self.app,
+                        "" if found["failed"] else " (a false positive? \"other\": false turns the check off)")
+            self.state.event(f"{self.app}: {action} of {res.name} refused", f"{guard.by}: {found['message']}")
+
+    def cleared(self, record):
+        """The guard that refused now finds nobody: forget the refusal (eligible again)."""
+        self.other_next = None
+        self.state.update_app(self.app, other=None)
+        log.info("cleared: %s: other() of %s finds no other holder any more (was: %s); this node is eligible "
+                 "for %s again", self.app, record["by"], record["message"], self.app)
+        self.state.event(f"{self.app}: other holder gone", f"{record['by']}: was: {record['message']}")
+        res = next((r for r in self.resources if r.name == record.get("resource")), None)
+        if res is not None and self.entry(res)["state"] != states.STARTED:
+            self.set(res, message=f"no other holder any more (was: {record['message']})")
+
+    def recheck_other(self, desired):
+        """While the app is not desired here, ask a refusing guard again every interval (when
+        it is desired, bring_up asks before the start anyway)."""
+        record = self.state.app_entry(self.app).get("other")
+        if not record:
+            self.other_next = None   # none, or dropped by a reload
+            return
+        if desired == states.ACTIVE or (self.other_next is not None and self.clock() < self.other_next):
+            return
+        res = next((r for r in self.resources if r.name == record.get("resource")), None)
+        guard = next((g for g in self.monitor_guards + [r.guard for r in self.resources if r.guard]
+                      if g.by == record["by"]), None)
+        if res is None or guard is None or not guard.enabled:   # a reload changed the config
+            self.cleared(record)
+            return
+        found, _ = guard.ask()
+        if found is None:
+            self.cleared(record)
+        else:
+            self.refused(guard, res, record.get("action", "start"), found)
+
+    # ----- start and stop ------------------------------------------------------------
+
     def start_resource(self, res):
         self.set(res, state=states.R_STARTING, message="start() running")
-        ok, value = res.call("start", res.spec["start_timeout"])
+        cutoff = None
+        if res.leased:
+            # A leased resource must not come into being after the quorum it was started
+            # under lapsed: the takers' wait counts its lease from our last word, not
+            # from when a slow start returns (plugin.cut_off; engine gaps 2 and 3).
+            mark = self.state.quorum_mark()
+            cutoff = lambda: self.state.lapsed_since(mark)   # noqa: E731
+        ok, value = res.call("start", res.spec["start_timeout"], cutoff=cutoff)
+        if cutoff is not None and cutoff():
+            # Whatever the start did (an address added just before the lapse) goes at
+            # once; no failure is counted: the app did nothing wrong.
+            with res.lease_lock:
+                stopped, why = res.call("stop", res.spec["stop_timeout"])
+            self.set(res, state=states.STOPPED if stopped else states.R_FAILED, alive=False if stopped else None,
+                     stop_failed=not stopped,
+                     message="start cut off: the quorum lapsed during start()" + ("" if stopped else
+                                                                                 f"; stop failed: {why}"))
+            self.say(logging.WARNING, "cut off", res, "the quorum lapsed during start(): stopped again at once"
+                     + ("" if stopped else f" (stop failed: {why}; its lease ends it)"))
+            return False
         if ok:
             ok, value = res.call("alive", res.spec["timeout"])
             if ok and value is not True:
@@ -174,9 +330,13 @@ class AppSupervisor(threading.Thread):
 
     def stop_resource(self, res):
         again = self.entry(res)["stop_failed"]
+        began = time.monotonic()
         with res.lease_lock:
             self.set(res, state=states.R_STOPPING, message="stop() running")
             ok, value = res.call("stop", res.spec["stop_timeout"])
+        if ok:   # stop() says done: believe it once alive() no longer says it runs
+            value = self.still_runs(res, began)
+            ok = value is None
         if not ok:
             self.set(res, state=states.R_FAILED, alive=None, stop_failed=True,
                      message=f"stop failed: {value} (retrying)")
@@ -188,6 +348,21 @@ class AppSupervisor(threading.Thread):
         self.set(res, state=states.STOPPED, alive=False, promoted=False, stop_failed=False, message="stopped")
         self.say(logging.INFO, "stopped", res, "stop() succeeded")
         return True
+
+    def still_runs(self, res, began):
+        """After a stop() that returned: None once alive() does not say True (asked every
+        0.1 s until stop_timeout after the stop began, each call within the resource's
+        timeout), else why the stop failed. An alive() that fails or hangs does not fail
+        the stop: stop() said it worked and nothing says otherwise."""
+        deadline = began + res.spec["stop_timeout"]
+        while True:
+            ok, value = res.call("alive", min(res.spec["timeout"], max(deadline - time.monotonic(), 0.5)))
+            if not (ok and value is True):
+                return None
+            if time.monotonic() >= deadline:
+                return (f"stop() returned, but alive() says it still runs {res.spec['stop_timeout']:g} s after "
+                        "the stop began")
+            time.sleep(0.1)
 
     def action(self, res, name):
         ok, value = res.call(name, res.spec["timeout"])

@@ -27,13 +27,15 @@ import os
 import socket
 import time
 
-from hado.plugin import PluginError
+from hado.plugin import PluginError, check_cut_off
 
 
 def start(path, start_delay=0.0, node=None, lease=None):
     if alive(path):
         return
     time.sleep(start_delay)
+    if lease:
+        check_cut_off(f"start of {path}")   # a lease only under the quorum it was started in
     now = time.monotonic_ns()
     _write(path, f"{now}\n" + (f"{now + int(lease * 1e9)}\n" if lease else ""))
     _log(path, now, "start", node)

@@ -28,15 +28,29 @@ once). Both need root or CAP_NET_RAW, as ``ip addr`` needs CAP_NET_ADMIN.
 Actions besides start/stop/alive: ``renew`` (refresh the lease; fails if the address
 is gone) and ``announce`` (send the announcements again; the engine calls it when the
 node reconfirms itself active after a peer change).
+
+``other`` (the engine calls it right before ``start``): duplicate address detection.
+For IPv4, three ARP probes as RFC 5227 describes them (sender address 0.0.0.0, target
+the address), 25 ms apart, on an AF_PACKET socket on the interface; for IPv6, three
+neighbour solicitations for the address from ``::`` (the DAD of RFC 4862). Any answer
+within 70 ms from a MAC address that is not one of this machine's interfaces is
+another holder: ``"10.0.0.100 is answered by 52:54:00:12:34:56 on eth0"``. Nobody
+answering costs those 70 ms. An interface without ARP (``NOARP``, not Ethernet) has
+nothing to probe: other() then reports nobody. A false positive (a proxy-ARP router
+answering for the address) is turned off per resource with ``"other": false``.
 """
 
+import errno
+import fcntl
 import ipaddress
 import json
 import math
 import re
+import select
 import socket
 import struct
 import threading
+import time
 
 from hado.plugin import PluginError, run
 
@@ -48,9 +62,18 @@ DEFAULT_LEASE = 1   # seconds (lease() tells the engine, which waits that long b
 GARP_INTERVAL = 0.5
 ETH_P_ARP = 0x0806
 ETH_BROADCAST = b"\xff" * 6
+ND_NEIGHBOR_SOLICIT = 135
 ND_NEIGHBOR_ADVERT = 136
 ND_OVERRIDE = 0x20000000
 ND_OPT_TARGET_LINKADDR = 2
+ETH_P_IPV6 = 0x86DD
+IPPROTO_ICMPV6 = 58
+PROBE_COUNT = 3          # other(): probes sent ...
+PROBE_SPACING = 0.025    # ... this many seconds apart ...
+PROBE_WAIT = 0.07        # ... and answers awaited this long after the first one
+SIOCGIFFLAGS, SIOCGIFHWADDR = 0x8913, 0x8927
+IFF_NOARP = 0x80
+ARPHRD_ETHER = 1
 
 # Announcement bursts still running: (address, interface) -> Event that cancels it.
 # Guarded by _bursts_lock; stop() and a new announce() cancel the previous burst.
@@ -142,6 +165,56 @@ def announce(address, interface, garp_count=GARP_COUNT, garp_interval=GARP_INTER
         threading.Thread(target=_burst, args=remaining, name=f"announce:{vip.ip}", daemon=True).start()
     else:
         _forget_burst(key, cancelled)
+
+
+def other(address, interface):
+    """Who else holds the address on the interface's link: None, or who answers for it.
+
+    Duplicate address detection (module docstring): probes that do not claim the
+    address, so asking changes nothing in the neighbours' caches. Answers from this
+    machine's own MAC addresses do not count (the address on another interface here)."""
+    vip = _parse(address)
+    kind, mac, flags = _hardware(interface)
+    if kind != ARPHRD_ETHER or flags & IFF_NOARP:
+        return None
+    if vip.version == 4:
+        probe, ethertype, holder = _arp_probe(mac, vip.ip), ETH_P_ARP, _arp_holder
+    else:
+        probe, ethertype, holder = _ns_probe(mac, vip.ip), ETH_P_IPV6, _na_holder
+    ours = _local_macs()
+    try:
+        # Protocol 0, then bind with the ethertype: a socket opened with a protocol listens on
+        # every interface at once, and its bind() then waits for an RCU grace period
+        # (synchronize_net, 10-30 ms) to stop that; this way it costs nothing.
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    except OSError as exc:
+        raise PluginError(f"cannot probe for {vip.ip} on {interface}: {exc.strerror or exc}") from None
+    try:
+        sock.bind((interface, ethertype))   # before the first probe: no answer is missed
+        began = time.monotonic()
+        sent, deadline = 0, began + PROBE_WAIT
+        while True:
+            now = time.monotonic()
+            if sent < PROBE_COUNT and now >= began + sent * PROBE_SPACING:
+                sock.send(probe)
+                sent += 1
+                continue
+            if now >= deadline:
+                return None
+            until = deadline if sent >= PROBE_COUNT else min(deadline, began + sent * PROBE_SPACING)
+            if not select.select([sock], [], [], max(0.0, until - now))[0]:
+                continue
+            frame, where = sock.recvfrom(2048)
+            if where[2] == socket.PACKET_OUTGOING:
+                continue   # our own probe
+            found = holder(frame, vip.ip)
+            if found and found not in ours:
+                return f"{vip.ip} is answered by {found.hex(':')} on {interface}"
+    except OSError as exc:
+        raise PluginError(f"cannot probe for {vip.ip} on {interface}: {exc.strerror or exc}") from None
+    finally:
+        # Closing a bound packet socket waits for a grace period too: not in the failover.
+        threading.Thread(target=sock.close, name=f"close:{interface}", daemon=True).start()
 
 
 def validate(address=None, interface=None, label=None, garp_count=GARP_COUNT,
@@ -263,10 +336,92 @@ def _send_arp(interface, mac, ip):
             + mac + ip.packed + target_mac + ip.packed   # sender = target = the address
         return (header + body).ljust(60, b"\0")  # the Ethernet minimum frame
 
-    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP)) as sock:
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0) as sock:   # send only: no protocol (see other())
         sock.bind((interface, 0))
         sock.send(arp(1, b"\0" * 6))   # request (RFC 5227 announcement)
         sock.send(arp(2, mac))         # reply
+
+
+def _hardware(interface):
+    """(ARPHRD type, MAC bytes, IFF flags) of an interface, from two ioctls (no ip command:
+    other() runs in every failover and must stay quick)."""
+    name = struct.pack("256s", interface.encode()[:15])
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            hw = fcntl.ioctl(sock.fileno(), SIOCGIFHWADDR, name)
+            flags, = struct.unpack_from("H", fcntl.ioctl(sock.fileno(), SIOCGIFFLAGS, name), 16)
+    except OSError as exc:
+        if exc.errno == errno.ENODEV:
+            raise PluginError(f"interface {interface!r} does not exist") from None
+        raise PluginError(f"cannot read interface {interface!r}: {exc.strerror}") from None
+    kind, = struct.unpack_from("H", hw, 16)
+    return kind, hw[18:24], flags
+
+
+def _local_macs():
+    """The MAC addresses of this machine's (this network namespace's) Ethernet interfaces."""
+    found = set()
+    for _, name in socket.if_nameindex():
+        try:
+            kind, mac, _ = _hardware(name)
+        except PluginError:
+            continue   # gone meanwhile
+        if kind == ARPHRD_ETHER and mac != b"\0" * 6:
+            found.add(mac)
+    return found
+
+
+def _arp_probe(mac, ip):
+    """An RFC 5227 ARP probe: who has ``ip``? asked from sender address 0.0.0.0."""
+    body = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + b"\0" * 4 + b"\0" * 6 + ip.packed
+    return (ETH_BROADCAST + mac + struct.pack("!H", ETH_P_ARP) + body).ljust(60, b"\0")
+
+
+def _arp_holder(frame, ip):
+    """The sender MAC of an ARP frame whose sender address is ``ip`` (a reply to the probe,
+    or the holder's own request or announcement), else None."""
+    if len(frame) < 42 or frame[12:14] != struct.pack("!H", ETH_P_ARP):
+        return None
+    _, ptype, hlen, plen, _ = struct.unpack_from("!HHBBH", frame, 14)
+    if ptype != 0x0800 or hlen != 6 or plen != 4 or frame[28:32] != ip.packed:
+        return None
+    return bytes(frame[22:28])
+
+
+def _ns_probe(mac, ip):
+    """A DAD neighbour solicitation for ``ip``: from ::, to its solicited-node group."""
+    group = ipaddress.ip_address("ff02::1:ff00:0").packed[:13] + ip.packed[13:]
+    message = struct.pack("!BBHI", ND_NEIGHBOR_SOLICIT, 0, 0, 0) + ip.packed
+    source = b"\0" * 16
+    pseudo = source + group + struct.pack("!I", len(message)) + b"\0\0\0" + bytes([IPPROTO_ICMPV6])
+    message = message[:2] + struct.pack("!H", _checksum(pseudo + message)) + message[4:]
+    header = struct.pack("!IHBB", 6 << 28, len(message), IPPROTO_ICMPV6, 255) + source + group
+    return b"\x33\x33" + group[12:] + mac + struct.pack("!H", ETH_P_IPV6) + header + message
+
+
+def _na_holder(frame, ip):
+    """The MAC of a neighbour advertisement for ``ip`` (its target link-layer address
+    option, else the frame's source), else None."""
+    if len(frame) < 14 + 40 + 24 or frame[12:14] != struct.pack("!H", ETH_P_IPV6):
+        return None
+    if frame[14 + 6] != IPPROTO_ICMPV6 or frame[54] != ND_NEIGHBOR_ADVERT or frame[62:78] != ip.packed:
+        return None
+    options = frame[78:14 + 40 + struct.unpack_from("!H", frame, 18)[0]]
+    while len(options) >= 8 and options[1]:
+        if options[0] == ND_OPT_TARGET_LINKADDR:
+            return bytes(options[2:8])
+        options = options[8 * options[1]:]
+    return bytes(frame[6:12])
+
+
+def _checksum(data):
+    """The Internet checksum (RFC 1071)."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
 
 
 def _send_neighbour_advert(interface, mac, ip):

@@ -23,6 +23,12 @@ declares every parameter given and all required ones are given; and the agent do
 not call Pacemaker's tools (crm_attribute, crm_master, attrd_updater, ...), which
 HA-DO does not provide: about 31 of the 141 heartbeat agents do (Stateful, galera,
 pgsql, mysql, redis, ...).
+
+No other() (docs/plugins.rst): OCF has no action that asks whether the resource runs
+on another machine (``monitor`` speaks for this node only), so hado cannot ask an
+agent before it starts it. For a VIP, the built-in ``ipaddr`` has one (duplicate
+address detection); for a service at a fixed address, an app monitor ``tcp_port`` with
+``"other": true`` asks whether its port answers elsewhere.
 """
 
 import hashlib

@@ -73,7 +73,7 @@ import threading
 import time
 
 import hado
-from hado.plugin import PluginError, run
+from hado.plugin import PluginError, check_cut_off, cut_off, run
 
 KILL_WAIT = 5.0  # seconds to wait for the kernel to remove a SIGKILLed process
 DEFAULT_LEASE = None  # no lease unless the config gives one (lease() tells the engine)
@@ -250,6 +250,7 @@ def _start_leashed(start, pidfile, name, env, cwd, timeout, lease):
         raise PluginError(f"cannot prepare {output} for {what}: {exc.strerror}") from None
     deadline = time.monotonic() + timeout
     with _lease_lock:
+        check_cut_off(f"start of {what}")   # no lease after the quorum it was started under
         _write_deadline(path, lease)
     me = os.getpid()
     argv = [sys.executable, "-I", LEASH, "--owner", str(me), "--owner-start", _start_time(me),
@@ -276,8 +277,11 @@ def _start_leashed(start, pidfile, name, env, cwd, timeout, lease):
             raise PluginError(f"start command {command} runs but {what} did not appear within "
                               f"{timeout:g} s; stopped it (output in {output})")
         try:
+            why = cut_off()
+            if why:
+                raise PluginError(why)
             _extend(path, lease, what)   # the engine renews only once start() returned
-        except PluginError as exc:       # a stop() meanwhile (quorum lost) removed the lease
+        except PluginError as exc:       # quorum lost, or a stop() meanwhile removed the lease
             leash.terminate()
             threading.Thread(target=leash.wait, name=f"leash:{leash.pid}", daemon=True).start()
             raise PluginError(f"start of {what} given up: {exc}") from None

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -48,10 +49,39 @@ def wait_for(condition, timeout=10.0, interval=0.05, what="condition"):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
 
 
-def http(url, body=None, token=None, timeout=2.0):
-    """(status, parsed JSON) for a GET, or a POST when ``body`` is given."""
+# "127.0.0.1:PORT" -> the config file of the Daemon there, for its admin token.
+CONFIGS = {}
+DAEMON_TOKEN = object()
+
+
+def token_file(config_path):
+    """The admin token file of a config: its node.token_file, else admin.token next to it
+    (the daemon creates that one at its start)."""
+    try:
+        raw = json.loads(Path(config_path).read_text())
+    except (OSError, ValueError):
+        raw = {}
+    node = raw.get("node") if isinstance(raw, dict) else None
+    named = node.get("token_file") if isinstance(node, dict) else None
+    return Path(named) if named else Path(config_path).resolve().parent / "admin.token"
+
+
+def daemon_token(url):
+    """The admin token of the Daemon listening at ``url``, or None (unknown, or not made yet)."""
+    config = CONFIGS.get(urllib.parse.urlsplit(url).netloc)
+    try:
+        return token_file(config).read_text().strip() if config else None
+    except OSError:
+        return None
+
+
+def http(url, body=None, token=DAEMON_TOKEN, timeout=2.0):
+    """(status, parsed JSON) for a GET, or a POST when ``body`` is given. A POST carries
+    the admin token of the Daemon at ``url`` unless ``token`` says otherwise (None: none)."""
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST")
+    if token is DAEMON_TOKEN:
+        token = daemon_token(url) if body is not None else None
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
@@ -78,6 +108,11 @@ class Daemon:
         self.env.pop("NOTIFY_SOCKET", None)
         self.env.pop("JOURNAL_STREAM", None)
         self.proc = None
+        CONFIGS[f"127.0.0.1:{port}"] = self.config_path
+
+    def token(self):
+        """The admin token this daemon wants (None before it made one)."""
+        return daemon_token(self.url)
 
     @property
     def url(self):

@@ -43,12 +43,12 @@ sending of its request) and ``no_claim_echo`` (a request's claims are not record
 in the node's timings, ``no_stop_budget`` (takeovers do not wait for the stop budget
 of unleased resources). tests/test_sim.py shows hypothesis finding the first and the
 third; ``no_claim_echo`` is no race here: without the echo a peer learns a claim and
-the role that ends it from the same answer, which closes engine gap 5 (KNOWN).
+the role that ends it from the same answer.
 
-Engine gaps the simulator found in hado/ as it is are listed in KNOWN (those with a
-mechanical signature mark the world resource; ``Sim(excuse=...)`` names the marks that
-do not count, by default only ``frozen_start``) and pinned by the strict-xfail
-``test_engine_gap_*`` tests.
+Engine gaps the simulator found in hado/ are listed in KNOWN, all closed since, and
+replayed by the ``test_engine_gap_*`` tests (they were strict xfails until each fix
+landed). ``Sim(excuse=...)`` names the world-resource marks that do not count, by
+default only ``frozen_start`` of an unleased resource (the documented frozen-hado gap).
 """
 
 import contextlib
@@ -70,26 +70,23 @@ from hado.node import Node
 BUGS = ("no_claim_echo", "evidence_at_arrival", "no_stop_budget")
 CLUSTERS = {"3": (["a", "b", "c"], ()), "5": (["a", "b", "c", "d", "e"], ()), "2+w": (["a", "b", "w"], ("w",))}
 CALM = (0.0, 0.0002, 0.005, 0.0)          # drop, min delay, max delay, duplicate probability
-# Engine gaps the simulator found (tests/test_sim.py test_engine_gap_N pins gap N). The
-# first two have a mechanical signature and mark the world resource they create;
-# ``Sim(excuse=...)`` lists the marks that do not count as violations.
+# Engine gaps the simulator found, all closed since (tests/test_sim.py
+# test_engine_gap_N replays gap N; each failed before its fix). The first two had a
+# mechanical signature that marked the world resource: ``Sim(excuse=...)`` lists the
+# marks that do not count as violations ("frozen_start" of an *unleased* resource is the
+# documented frozen-hado gap that only fencing closes; the orphan grace covers it).
 KNOWN = {
-    "lapsed_start": "gap 2: a start() begun before the quorum lapse returns after it and creates the resource "
-                    "(with a fresh lease) up to start_timeout after the lapse; takeover_after of a leased app "
-                    "does not count start_timeout",
-    "frozen_start": "gap 3: a start() in flight when its hado froze completes when it wakes, after the "
-                    "takeover, with a fresh lease",
-    1: "a node whose last report was 'standby, claim' is not waited for once down, yet its claim may have "
-       "been confirmed and its start begun right after that report: no stop budget, no in-flight start",
-    4: "with round trips longer than a heartbeat (new_round drops the unanswered requests of the last "
-       "round, and their late answers) the taker's evidence lags the holder's quorum; only the taker "
-       "waits takeover_after, the other up peers only peer_silence (dead_after for a leased app)",
-    5: "a request carries claims only: one without the claim (its sender just became active) erases the "
-       "claim at the common peer before an answer told it the sender runs the app; that peer then confirms "
-       "the claim of a node on the other side of a non-transitive partition",
-    6: "a holder that is stopping (a standby, a move) is invisible across a non-transitive partition: the "
-       "common peer reports active_node only for active/starting, the node on the other side sees the holder "
-       "down and never heard it hold, so it claims, is confirmed and starts while the holder still stops",
+    "lapsed_start": "gap 2 (closed: plugin.cut_off): a start() begun before the quorum lapse returned after it "
+                    "and created the resource with a fresh lease",
+    "frozen_start": "gap 3 (closed for leased resources: plugin.cut_off): a start() in flight when its hado "
+                    "froze completed when it woke, after the takeover; unleased: the documented gap",
+    1: "closed (election.blockers: a claim as the last word): a node whose last report was 'standby, claim' "
+       "was not waited for once down, yet its start may have begun right after that report",
+    4: "closed with gap 2 (it was the same start in flight, reached through slow round trips)",
+    5: "closed (requests carry 'holds', reports 'holders'): a request without the claim erased the claim "
+       "at the common peer before an answer told it the sender runs the app",
+    6: "closed (reports list 'holders', stopping included): a stopping holder was invisible across a "
+       "non-transitive partition",
 }
 
 # trigger target -> (what arms it, delay in heartbeats)
@@ -212,19 +209,27 @@ class SimSupervisor:
             return     # quorum lapsed under us: the next decision stops the app
         self.res, self.busy = "starting", "start"
         self.frozen_during, self.lapsed_at_start = False, self.state.holding_lapsed()
+        self.mark = self.state.quorum_mark()     # a leased start is cut off once it lapses (plugin.cut_off)
         self.sim.on_start(self.sn, self.app)
         delay = self.sim.rng.uniform(*self.sim.delays(self.sn.name, "start"))
         self.sim.node_at(self.sim.now + delay, self.sn, self.done_start)
 
     def done_start(self):
         self.busy = None
+        if self.world.lease and self.state.lapsed_since(self.mark):
+            # hado/resource.py start_resource with its cut-off: the plugin (dummy.start
+            # checks right before it writes its lease) creates nothing once the quorum
+            # the start began under has lapsed, also when hado was frozen meanwhile.
+            self.sim.trace(self.sn.name, f"{self.app} start cut off: the quorum lapsed during start()")
+            self.res = "stopped"
+            self.turn()
+            return
         marks, orphan_grace = set(), None
-        if self.frozen_during:
-            marks.add("frozen_start")
-            if not self.world.lease:
-                orphan_grace = self.sn.back_at + self.sim.grace
+        if self.frozen_during and not self.world.lease:
+            marks.add("frozen_start")     # unleased: the documented frozen-hado gap
+            orphan_grace = self.sn.back_at + self.sim.grace
         if self.state.holding_lapsed() and not self.lapsed_at_start:
-            marks.add("lapsed_start")
+            marks.add("lapsed_start")     # unleased: within the stop budget's in-flight call
         self.world.start(self.sim.now, marks, orphan_grace)
         self.sim.trace(self.sn.name, f"{self.app} resource started")
         self.res = "started"
@@ -339,7 +344,7 @@ class SimHeartbeats(peers.Heartbeats):
         cluster = node.config["cluster"]
         state = node.state if sim.bug in (None, "no_stop_budget") else BuggyState(node.state, sim.bug, node.clock)
         super().__init__(state, node.me, cluster["name"], cluster["nodes"], SECRET, node.heartbeat,
-                         node.my_report, node.clock, node.state.my_claims)
+                         node.my_report, node.clock, node.state.my_claims, node.state.my_holds)
         self.wake_r.close()     # no thread to wake: poke() schedules the loop
         self.wake_w.close()
         self.addresses = {peer: (peer, PORT) for peer in self.peers}
@@ -402,8 +407,9 @@ class BuggyState:
     def __getattr__(self, name):
         return getattr(self._state, name)
 
-    def peer_request(self, name, at, claims=None):
-        self._state.peer_request(name, at, None if self._bug == "no_claim_echo" else claims)
+    def peer_request(self, name, at, claims=None, holds=None):
+        self._state.peer_request(name, at, None if self._bug == "no_claim_echo" else claims,
+                                 None if self._bug == "no_claim_echo" else holds)
 
     def peer_answer(self, name, sent_at, report):
         self._state.peer_answer(name, self._clock() if self._bug == "evidence_at_arrival" else sent_at, report)

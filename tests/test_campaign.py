@@ -167,9 +167,6 @@ CAMPAIGNS = {
 @pytest.mark.parametrize("name", list(CAMPAIGNS))
 @pytest.mark.lab
 @pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
-@pytest.mark.skipif(not os.environ.get("HADO_CAMPAIGN"), reason=(
-    "the randomized campaign found real engine bugs (issue 10; tests/test_sim.py's engine gaps 1-6): "
-    "it runs in CI once they are fixed; run it now with HADO_CAMPAIGN=1"))
 def test_campaign_no_safety_violation_and_liveness_after_every_heal(name, tmp_path):
     spec = dict(CAMPAIGNS[name])
     if os.environ.get("HADO_CAMPAIGN_SEED"):

@@ -375,10 +375,10 @@ def test_move_to_the_holder_is_refused_and_nothing_is_left_pending(tmp_path):
     c = Cluster(tmp_path).start()
     try:
         holder = c.wait_active()
-        out = hado("move", "web", holder, "--url", c[holder].url)
+        out = hado("move", "web", holder, "--url", c[holder].url, "--config", str(c.config_path))
         assert out.returncode == 1 and f"web already runs on {holder}" in out.stderr
         other = next(n for n in c.names if n != holder)
-        out = hado("move", "web", holder, "--url", c[other].url)
+        out = hado("move", "web", holder, "--url", c[other].url, "--config", str(c.config_path))
         assert out.returncode == 1 and f"web already runs on {holder}" in out.stderr
         for state in c.states().values():
             assert state["apps"]["web"]["move"] is None
@@ -403,17 +403,17 @@ def test_pending_move_shows_its_expiry_and_can_be_cancelled(tmp_path):
         holder = c.wait_active()
         target = next(n for n in c.names if n != holder)
         asker = next(n for n in c.names if n not in (holder, target))
-        out = hado("move", "web", target, "--url", c[asker].url)
+        out = hado("move", "web", target, "--url", c[asker].url, "--config", str(c.config_path))
         assert out.returncode == 0 and f"moving to {target}" in out.stdout and "--cancel" in out.stdout
         status = hado("status", "--url", c[asker].url)
         assert re.search(rf"move requested to {target} \(expires in \d+ s; cancel: hado move web --cancel\)",
                          status.stdout), status.stdout
-        elsewhere = hado("move", "web", "--cancel", "--url", c[holder].url)
+        elsewhere = hado("move", "web", "--cancel", "--url", c[holder].url, "--config", str(c.config_path))
         assert elsewhere.returncode == 1 and f"requested on {asker}" in elsewhere.stderr
-        out = hado("move", "web", "--cancel", "--url", c[asker].url)
+        out = hado("move", "web", "--cancel", "--url", c[asker].url, "--config", str(c.config_path))
         assert out.returncode == 0 and f"move to {target} cancelled" in out.stdout
         assert c[asker].app("web")["move"] is None
-        again = hado("move", "web", "--cancel", "--url", c[asker].url)
+        again = hado("move", "web", "--cancel", "--url", c[asker].url, "--config", str(c.config_path))
         assert again.returncode == 1 and "no move of web is pending" in again.stderr
     finally:
         c.stop_all()
@@ -484,7 +484,7 @@ def test_action_refuses_the_life_cycle_functions_and_lists_the_real_ones(tmp_pat
     try:
         daemon.wait_ready()
         wait_for(lambda: daemon.app("web")["role"] == "active", what="web active")
-        out = hado("action", "web", "r", action, "--url", daemon.url)
+        out = hado("action", "web", "r", action, "--url", daemon.url, "--config", str(daemon.config_path))
         assert out.returncode == 1
         assert f"{action} is not an admin action: hado runs {action}() itself" in out.stderr
         assert "actions of plugin dummy: renew" in out.stderr

@@ -206,10 +206,11 @@ def test_hung_plugin_does_not_block_the_api_and_is_reported(node, tmp_path):
 def test_admin_requests_need_the_token_and_standby_moves_the_app_off(node, tmp_path):
     token = tmp_path / "token"
     token.write_text("s3cret-token-for-tests\n")
+    token.chmod(0o600)
     d = node({"node": {"token_file": str(token)}, "apps": {"web": {"resources": [dummy(tmp_path, "a")]}}})
     wait_for(lambda: app_state(d)["role"] == "active", what="web active")
     assert "s3cret" not in json.dumps(d.state())
-    status, err = http(d.url + "/v1/node/standby", {})
+    status, err = http(d.url + "/v1/node/standby", {}, token=None)
     assert status == 401 and "token" in err["error"]
     status, err = http(d.url + "/v1/node/standby", {}, token="wrong")
     assert status == 401
@@ -227,7 +228,8 @@ def test_malformed_requests_get_4xx_and_the_daemon_keeps_running(node, tmp_path)
     assert http(d.url + "/v1/apps/nope/move", {"node": "solo"})[0] == 404
     assert http(d.url + "/v1/apps/web/move", {"node": "elsewhere"})[0] == 409
     with socket.create_connection(("127.0.0.1", d.port), timeout=2) as s:
-        s.sendall(b"POST /v1/maintenance HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n")
+        s.sendall(b"POST /v1/maintenance HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n"
+                  b"Authorization: Bearer " + d.token().encode() + b"\r\n\r\n")
         assert b"413" in s.recv(200)
     with socket.create_connection(("127.0.0.1", d.port), timeout=2) as s:
         s.sendall(b"\x16\x03\x01garbage\r\n\r\n")

@@ -153,6 +153,16 @@ def header(kind=REQUEST, version=VERSION):
     return MAGIC + bytes((version, kind)) + os.urandom(16)
 
 
+def v2_answer(b):
+    """An answer of protocol version 2 (hado before the compact report): header, the
+    whole body as JSON, MAC with the version-2 key."""
+    head = MAGIC + bytes((2, ANSWER)) + os.urandom(16)
+    body = json.dumps({"cluster": "shop", "from": "node-b", "to": "node-a", "boot": b.boot, "seq": b.next_seq(),
+                       "report": REPORT}, separators=(",", ":"), sort_keys=True).encode()
+    key = hmac.digest(SECRET, b"hado heartbeat protocol 2", "sha256")
+    return head + body + hmac.digest(key, head + body, "sha256")
+
+
 NESTED = "[" * 8000 + "]" * 8000   # fits a request; far deeper than the parser recurses
 STRANGER = "stranger"   # sent from a socket that is no node's address
 
@@ -173,7 +183,10 @@ STRANGER = "stranger"   # sent from a socket that is no node's address
     (lambda b: header(kind=ord("X")) + b"{}" + bytes(32), "unparsable", "node-b", "unknown message type"),
     (lambda b: v1_datagram({"type": "ping", "from": "node-b", "to": "node-a", "nonce": "n1", "cluster": "shop"}),
      "version", "node-b", "protocol version 1 from 127.0.0.1: upgrade every node"),
-    (lambda b: header(version=3) + b"{}" + bytes(32), "version", "node-b", "protocol version 3 from 127.0.0.1"),
+    (lambda b: header(version=2) + b"{}" + bytes(32), "version", "node-b",
+     "protocol version 2 from 127.0.0.1: upgrade every node (this one speaks version 3)"),
+    (lambda b: header(version=4) + b"{}" + bytes(32), "version", "node-b", "protocol version 4 from 127.0.0.1"),
+    (lambda b: v2_answer(b), "version", "node-b", "protocol version 2 from 127.0.0.1"),
     (lambda b: header() + b" " * MAX_REQUEST + bytes(32), "oversized", "node-b", "at most 16384"),
     (lambda b: header(ANSWER) + b" " * 65100, "oversized", "node-b", "at most 65000"),
     (lambda b: header(ANSWER) + b"{}" + bytes(32), "unknown_nonce", "node-b", "never sent"),

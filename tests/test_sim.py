@@ -5,13 +5,11 @@ the faults stop.
 The parameter space of the property test is one the timing argument of
 docs/cluster.rst covers: resource timeouts of 0.3 s, and links whose delay stays under
 a quarter heartbeat (a round trip shorter than a round; ``new_round`` drops the
-requests of the last round unanswered). The simulator finds double runs in the engine
-as it is, outside that space (longer timeouts: gaps 1 and 2; slower links: gap 4) and
-inside it (a start() across a freeze: gap 3, which the property test excuses by its
-mark; a non-transitive partition: gaps 5 and 6, which its derandomized examples do
-not happen to hit). The ``test_engine_gap_*`` tests below pin each one (``xfail``,
-strict: they fail once the engine is fixed, so that the marker goes); tests/sim.py
-KNOWN describes them.
+requests of the last round unanswered). The simulator found six double runs in the
+engine, outside that space (longer timeouts: gaps 1 and 2; slower links: gap 4) and
+inside it (a start() across a freeze: gap 3; a non-transitive partition: gaps 5 and
+6). All six are closed; the ``test_engine_gap_*`` tests below replay each (they were
+strict xfails, failing, until the fix landed); tests/sim.py KNOWN describes them.
 """
 
 import logging
@@ -327,7 +325,7 @@ def test_the_simulator_finds_a_takeover_that_skips_the_stop_budget(capsys):
         find_bug("no_stop_budget", scenarios, window=10.0, budget=4.0, stop_timeout=1.5)
 
 
-# ----- engine gaps the simulator found (xfail, strict: they fail once fixed) -----------------
+# ----- engine gaps the simulator found, closed since (each failed before its fix) ----------
 
 def gap(params, schedule, seeds, window=12.0):
     """No double run for any of ``seeds``; the first that has one is described. Several
@@ -339,48 +337,33 @@ def gap(params, schedule, seeds, window=12.0):
         assert not result.violations, result.describe()
 
 
-@pytest.mark.xfail(strict=True, reason="engine gap 1: a claimer cut off just as its start begins is not "
-                                       "waited for (its last word was 'standby, claim'): no stop budget")
 def test_engine_gap_1_claimer_cut_at_its_start():
     gap({"cluster": "3", "heartbeat": 0.5, "dead_after": 2.0, "start_timeout": 2.0, "stop_timeout": 2.0},
         [(5.0, "move", 1), (5.0, "isolate", "starter", "both")], range(30))
 
 
-@pytest.mark.xfail(strict=True, reason="engine gap 2: a start in flight at the quorum lapse returns after "
-                                       "it with a fresh lease; takeover_after does not count start_timeout")
 def test_engine_gap_2_leased_start_in_flight_at_the_lapse():
     gap({"cluster": "5", "heartbeat": 0.2, "dead_after": 1.0, "leased": True, "start_timeout": 2.0, "slow": "b"},
         [(5.0, "move", 1), (5.0, "isolate", "starter+", "both")], range(16))
 
 
-@pytest.mark.xfail(strict=True, reason="engine gap 3: a start in flight when hado freezes completes when it "
-                                       "wakes, after the takeover, with a fresh lease")
 def test_engine_gap_3_leased_start_across_a_freeze():
     gap({"cluster": "3", "heartbeat": 0.5, "dead_after": 2.0, "leased": True},
         [(5.0, "move", 1), (5.0, "freeze", "starter", 5.0)], range(16))
 
 
-@pytest.mark.xfail(strict=True, reason="engine gap 4: round trips longer than a heartbeat: the taker's "
-                                       "evidence lags; other peers need only dead_after of silence, not the "
-                                       "lease wait")
 def test_engine_gap_4_slow_round_trips_leased():
     gap({"cluster": "3", "heartbeat": 0.2, "dead_after": 1.0, "leased": True, "start_timeout": TIMEOUT,
          "stop_timeout": TIMEOUT},
         lambda seed: [(1.0, "net", 0.0, 0.2, 0.0), (4.0 + seed * 0.05, "freeze", "holder", 4.0)], range(30))
 
 
-@pytest.mark.xfail(strict=True, reason="engine gap 5: a request without the claim (its sender just became "
-                                       "active) erases the claim at the common peer before any answer told it "
-                                       "the sender runs the app; the peer confirms the other side's claim")
 def test_engine_gap_5_claim_erased_by_a_request_in_a_non_transitive_partition():
     # inside the envelope of the property test: no loss, delays under heartbeat/4
     gap({"cluster": "3", "heartbeat": 0.5, "dead_after": 2.0, "start_timeout": TIMEOUT, "stop_timeout": TIMEOUT},
         [(0.0, "cut", 0, 1, False), (0.0, "net", 0.0, 0.125, 0.0)], range(40), window=4.0)
 
 
-@pytest.mark.xfail(strict=True, reason="engine gap 6: a holder that is stopping is invisible across a "
-                                       "non-transitive partition: the common peer's active_node counts only "
-                                       "active/starting, and the other side starts while it still stops")
 def test_engine_gap_6_stopping_holder_invisible_across_a_non_transitive_partition():
     gap({"cluster": "3", "heartbeat": 0.5, "dead_after": 2.0, "start_timeout": TIMEOUT, "stop_timeout": TIMEOUT},
         lambda seed: [(0.0, "cut", 0, 1, False), (4.0 + seed * 0.05, "standby", 0)], range(24), window=6.0)

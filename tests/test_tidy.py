@@ -23,14 +23,17 @@ def test_busy_server_answers_503_with_complete_json(tmp_path):
     idle = []
     try:
         daemon.wait_ready()
-        for _ in range(api.MAX_CONCURRENT):   # each holds a slot until its socket timeout
+        # Unfinished headers hold no worker (the API's gate holds them, issue 10); an admin
+        # POST that waits for "100 Continue" and then never sends its body holds one until
+        # its socket timeout.
+        wait_for(daemon.token, what="the admin token")
+        for _ in range(api.MAX_CONCURRENT):
             sock = socket.create_connection(("127.0.0.1", port))
-            sock.sendall(b"GET /v1/state HTTP/1.1\r\nHost: x\r\n")   # headers never finished
+            sock.sendall(b"POST /v1/maintenance HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                         + daemon.token().encode() + b"\r\nExpect: 100-continue\r\nContent-Length: 12\r\n\r\n")
             idle.append(sock)
 
         def busy():
-            for sock in idle:   # one more header line: each keeps its slot (no socket timeout)
-                sock.sendall(b"X-Still-Typing: 1\r\n")
             with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
                 sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 data = b""
