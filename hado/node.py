@@ -38,7 +38,8 @@ resource:APP           Writes its app's resource entries (update_resource), role
                        at once; a lost race costs one interval) and Resource.revoked_for
                        (the leases thread's alone).
 leases                 Calls renew() and, at quorum loss, stop() ("revoke") of leased
-                       resources through Callers of their own; writes no state.
+(leases:APP)           resources through Callers of their own, every app at once on a
+                       short-lived thread of its own each round; writes no state.
 fence:NODE             Runs the fence plugin; adds to Actor.fenced under Actor.lock.
 notify:PLUGIN          Runs one notify plugin call; writes nothing.
 call:LABEL             One plugin call with a timeout (plugin.Caller); writes nothing.

@@ -543,32 +543,61 @@ class Leases(threading.Thread):
             self.stopping.wait(max(0.0, wait))
 
     def renew_all(self):
+        """One round: every app's renewals (or revocations) at once, one short-lived
+        thread per app that has leased resources, and wait for them all. One after
+        another, a round of many leases took longer than a lease on a loaded machine
+        (tests/test_scale.py: 15 apps on one node, leases of 2 s): the last ones ran out."""
         lapsed = self.state.holding_lapsed()
-        for app, sup in list(self.supervisors.items()):
+        work = [(app, sup) for app, sup in list(self.supervisors.items())
+                if any(res.plugin.function("renew") for res in sup.resources) and (lapsed or self.desired(app))]
+        if len(work) <= 1:
+            for app, sup in work:
+                self.renew_app(app, sup, lapsed)
+            return
+        threads = [threading.Thread(target=self.renew_app_safely, args=(app, sup, lapsed), name=f"leases:{app}",
+                                    daemon=True) for app, sup in work]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()   # each renew() and stop() is bounded by its Caller's timeout
+
+    def desired(self, app):
+        try:
+            return self.state.app_entry(app)["desired"] == states.ACTIVE
+        except KeyError:
+            return False   # removed by a reload
+
+    def renew_app_safely(self, app, sup, lapsed):
+        try:
+            self.renew_app(app, sup, lapsed)
+        except Exception:  # thread boundary
+            log.exception("failed: lease renewal of app %s; going on", app)
+
+    def renew_app(self, app, sup, lapsed):
+        try:
+            entry = self.state.app_entry(app)
+        except KeyError:
+            return     # removed by a reload
+        if lapsed:
+            self.revoke(app, sup)
+            return
+        if entry["desired"] != states.ACTIVE:
+            return
+        for res in sup.resources:
+            if not res.plugin.function("renew"):
+                continue
+            # Never wait behind a stop (it may take stop_timeout; other apps' leases
+            # must not run out meanwhile): a resource being stopped is not renewed.
+            if not res.lease_lock.acquire(blocking=False):
+                continue
             try:
-                entry = self.state.app_entry(app)
-            except KeyError:
-                continue   # removed by a reload
-            if lapsed:
-                self.revoke(app, sup)
-                continue
-            if entry["desired"] != states.ACTIVE:
-                continue
-            for res in sup.resources:
-                if not res.plugin.function("renew"):
-                    continue
-                # Never wait behind a stop (it may take stop_timeout; other apps' leases
-                # must not run out meanwhile): a resource being stopped is not renewed.
-                if not res.lease_lock.acquire(blocking=False):
-                    continue
-                try:
-                    ok, value = self.renew_one(app, sup, res)
-                finally:
-                    res.lease_lock.release()
-                if not ok:
-                    log.warning("failed: %s/%s: renew failed: %s", app, res.name, value)
-                    res.next_check = 0.0
-                    sup.wake.set()
+                ok, value = self.renew_one(app, sup, res)
+            finally:
+                res.lease_lock.release()
+            if not ok:
+                log.warning("failed: %s/%s: renew failed: %s", app, res.name, value)
+                res.next_check = 0.0
+                sup.wake.set()
 
     def renew_one(self, app, sup, res):
         """Renew under res.lease_lock, after checking again that it may be renewed."""
