@@ -12,6 +12,7 @@ election.decide() set, never on a sentence.
 """
 
 import logging
+import re
 import threading
 
 from . import election, states
@@ -30,7 +31,7 @@ class Actor:
 
     def __init__(self, node):
         self.node = node
-        self.last_reason = {}        # app -> the last sentence logged; main thread only
+        self.last_reason = {}        # app -> shape() of the last sentence logged; main thread only
         self.last_peer_status = {}   # peer -> up/down/unknown at the last turn; main thread only
         self.last_report = {}        # our report's apps at the last turn; main thread only
         self.lock = threading.Lock()   # guards fenced (fence threads add, the main thread reads/discards)
@@ -127,8 +128,10 @@ class Actor:
         state.update_app(app, **fields)
         if desired != entry["desired"] or fields.get("announce"):
             node.supervisors[app].wake.set()
-        if reason != self.last_reason.get(app):
-            self.last_reason[app] = reason
+        if shape(reason) != self.last_reason.get(app) or desired != entry["desired"]:
+            # Only a new decision is logged and notified, not a number that grew: "node-a
+            # is down (silent for 6.1 s ...)" changes every turn while node-a stays down.
+            self.last_reason[app] = shape(reason)
             if desired != entry["desired"]:
                 verb = ("elected" if desired == states.ACTIVE else
                         "stepping down" if entry["desired"] == states.ACTIVE else "decided")
@@ -196,3 +199,9 @@ class Actor:
                     log.warning("failed: notify plugin %s: %s", spec["plugin"], value)
 
             threading.Thread(target=work, name=f"notify:{spec['plugin']}", daemon=True).start()
+
+
+def shape(reason):
+    """A decision's sentence without its measured times (silences, uptimes: decimals),
+    which grow every turn; names with digits (node-2, app-17) and counts stay."""
+    return re.sub(r"\d+\.\d+", "#", reason)

@@ -902,3 +902,26 @@ def test_losing_the_witness_moves_nothing_and_losing_both_peers_stops_the_app(bu
     stopped = loop.first(lambda t, k, role: k == "no_quorum")
     assert stopped is not None and stopped[0] - peers.heard["node-b"] == pytest.approx(DEAD / 2 + 0.001)
     assert events_of(tmp_path, "r", "node-a") == ["start", "stop"] and entry(node)["role"] == "standby"
+
+
+def test_a_peer_that_stays_down_is_logged_and_notified_once_not_every_turn(build, clock, decisions, caplog):
+    """After a takeover the sentence says "node-a is down (silent for 6.1 s ...)", a
+    number that grows every turn: the decision is logged ("elected:", "decided:") and
+    notified once, not at every turn while node-a stays down (before: a line and a
+    notification per app per turn)."""
+    node = build(me="node-b", names=NAMES)
+    notified = []
+    node.actor.notify = lambda app, decision, reason: notified.append(reason)
+    peers = Peers(node, node_a=dict(role="active", epoch=1))
+    loop = Loop(node, decisions, peers)
+    loop.run(1.0)
+    peers.info["node-a"]["alive"] = False          # kill -9
+    caplog.set_level("INFO", logger="hado")
+    loop.run(node.timing["web"]["takeover_after"] + 3 * HB)
+    assert kind(decisions) == "active"
+    caplog.clear()
+    notified.clear()
+    loop.run(20 * HB)                              # node-a stays down, its silence grows
+    assert "node-a is down (silent for" in shown(node)["reason"]
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(("decided:", "elected:"))]
+    assert lines == [] and notified == [], (lines[:3], notified[:3])
