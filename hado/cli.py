@@ -139,12 +139,22 @@ def cmd_check_config(args):
     """Exactly the checks the daemon makes before it starts (config.load), exit 2 on errors."""
     path = args.file or args.config or config_mod.DEFAULT_PATH
     try:
-        config = config_mod.load(path, args.node)
+        config = config_mod.load(path, args.node, files=False)
+        # --node names a node whose address is not on this machine: its files and
+        # address are that machine's to check (run check-config there), not errors here.
+        elsewhere = bool(args.node) and config_mod.listen_problem(config) is not None
+        problems = config_mod.file_errors(config)
+        if problems and not elsewhere:
+            raise config_mod.ConfigError(problems)
     except config_mod.ConfigError as exc:
         print(f"{path}: {len(exc.errors)} error(s); the daemon would refuse to start:")
         for error in exc.errors:
             print(f"  {error}")
         return 2
+    if elsewhere:
+        config["_warnings"] = config["_warnings"] + [
+            f"this machine is not {config['node']['name']}: not checked here, run check-config on "
+            f"{config['node']['name']}: {problem}" for problem in problems]
     from .wire import size_problem
     too_big = size_problem(config)
     if too_big:   # the daemon would start, but could not be heard (docs/cluster.rst, "Size limits")

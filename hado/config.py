@@ -579,13 +579,13 @@ def parse_int(text):
     return int(text)
 
 
-def load(path, node_name=None):
-    """Read and validate ``path``, files it names included; raises ConfigError with every
-    problem found. The daemon, ``check-config`` and a reload all come through here, so
-    check-config refuses exactly what the daemon would refuse."""
+def load(path, node_name=None, files=True):
+    """Read and validate ``path``, files it names included (``files``); raises ConfigError
+    with every problem found. The daemon, ``check-config`` and a reload all come through
+    here, so check-config refuses exactly what the daemon would refuse."""
     config, errors, warnings = validate(read(path), node_name)
     config["_path"] = str(path)
-    if not errors:
+    if not errors and files:
         errors += file_errors(config)
     if errors:
         raise ConfigError(errors)
@@ -609,18 +609,25 @@ def file_errors(config):
             read_token(path)
         except ConfigError as exc:
             errors += exc.errors
-    if node["listen"]:
-        host, _, port = node["listen"].rpartition(":")
-        host = host.strip("[]")
-        if host not in ("", "0.0.0.0", "::"):
-            try:
-                family = socket.AF_INET6 if ":" in host else socket.AF_INET
-                with socket.socket(family, socket.SOCK_STREAM) as sock:
-                    sock.bind((host, 0))
-            except OSError as exc:
-                errors.append(f"{config['_listen_key']}: cannot listen on {host}: {exc.strerror} "
-                              f"(is {host} an address of this machine?)")
+    listen = listen_problem(config)
+    if listen:
+        errors.append(listen)
     return errors
+
+
+def listen_problem(config):
+    """Why this machine cannot listen on the node's listen address, else None."""
+    host = config["node"]["listen"].rpartition(":")[0].strip("[]") if config["node"]["listen"] else ""
+    if host in ("", "0.0.0.0", "::"):
+        return None
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+    except OSError as exc:
+        return (f"{config['_listen_key']}: cannot listen on {host}: {exc.strerror} "
+                f"(is {host} an address of this machine?)")
+    return None
 
 
 def read_secret(path):
