@@ -17,7 +17,6 @@ import os
 
 import pytest
 
-from fakeclock import FakeClock
 from hado import config as config_mod
 from hado import election
 from hado import node as node_mod
@@ -55,26 +54,6 @@ def make_config(tmp_path, me, names, apps, monitors=None, witness=(), **cluster)
     cfg, errors, _ = config_mod.validate(raw, me)
     assert errors == [], errors
     return cfg
-
-
-@pytest.fixture
-def clock():
-    return FakeClock()
-
-
-@pytest.fixture
-def decisions(monkeypatch):
-    """Every decide() result of the node's turns, in order (node.turn calls election.decide)."""
-    seen = []
-    real = election.decide
-
-    def spy(view, *args, **kwargs):
-        out = real(view, *args, **kwargs)
-        seen.append(out)
-        return out
-
-    monkeypatch.setattr(election, "decide", spy)
-    return seen
 
 
 @pytest.fixture

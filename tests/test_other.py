@@ -14,7 +14,6 @@ import time
 
 import pytest
 
-from fakeclock import FakeClock
 from hado import cli, election, local
 from hado import config as config_mod
 from hado import node as node_mod
@@ -89,25 +88,6 @@ def other(path):
     except FileNotFoundError:
         return None
 '''
-
-
-@pytest.fixture
-def clock():
-    return FakeClock()
-
-
-@pytest.fixture
-def decisions(monkeypatch):
-    seen = []
-    real = election.decide
-
-    def spy(view, *args, **kwargs):
-        out = real(view, *args, **kwargs)
-        seen.append(out)
-        return out
-
-    monkeypatch.setattr(election, "decide", spy)
-    return seen
 
 
 @pytest.fixture
