@@ -597,7 +597,7 @@ def file_errors(config):
     """Errors in the files and addresses a valid config names: the secret, the token,
     and this node's listen address (it must be an address of this machine)."""
     errors = []
-    cluster, node = config["cluster"], config["node"]
+    cluster = config["cluster"]
     if len(cluster["nodes"]) > 1:
         try:
             read_secret(cluster["secret_file"])
