@@ -25,7 +25,6 @@ Lab tests need root, iproute2 and nftables and are skipped with the reason elsew
 import json
 import os
 import re
-import select
 import signal
 import subprocess
 import sys
@@ -75,45 +74,18 @@ READER = textwrap.dedent("""
 """)
 
 
-class Reader:
-    """A process in a node's namespace that fetches the daemon's state or lists eth0's addresses.
-
-    Requests carry an id; an answer that comes after its request timed out is skipped.
-    """
+class Reader(netlab.Reader):
+    """A process in a node's namespace that fetches the daemon's state or lists eth0's addresses."""
 
     def __init__(self, lab, node):
-        self.node = node
+        super().__init__(lab, node, READER)
         self.url = f"http://{lab.addr(node)}:{API_PORT}/v1/state"
-        self.proc = lab.popen(node, [sys.executable, "-c", READER], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
-        self.next_id = 0
 
     def send(self, op, timeout):
-        self.next_id += 1
-        request = {"id": self.next_id, "op": op, "url": self.url, "timeout": timeout}
-        self.proc.stdin.write(json.dumps(request) + "\n")
-        self.proc.stdin.flush()
-        return self.next_id
-
-    def receive(self, request_id, deadline):
-        """The value answered to request_id, or None (error, timeout, dead reader)."""
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
-                return None
-            line = self.proc.stdout.readline()
-            if not line:
-                return None
-            answer = json.loads(line)
-            if answer["id"] == request_id:
-                return answer.get("value")
+        return super().send(op, timeout, url=self.url)
 
 
-def ask(readers, op, timeout=1.0):
-    """{node: value or None} from several readers at once."""
-    ids = {node: reader.send(op, timeout) for node, reader in readers.items()}
-    deadline = time.monotonic() + timeout + 1.0
-    return {node: readers[node].receive(ids[node], deadline) for node in readers}
+ask = netlab.ask
 
 
 # -- the cluster ----------------------------------------------------------------------------

@@ -62,7 +62,6 @@ import ipaddress
 import json
 import os
 import re
-import select
 import signal
 import socket
 import struct
@@ -118,40 +117,16 @@ for line in sys.stdin:
 """
 
 
-class Reader:
+class Reader(netlab.Reader):
     """A process in a node's namespace asking the daemon's API: "brief" (roles, quorum,
     peers from /v1/state), "state" (all of it) or "view" (/v1/view)."""
 
     def __init__(self, lab, node):
-        self.node = node
-        self.proc = lab.popen(node, [sys.executable, "-c", READER, f"http://{lab.addr(node)}:{API_PORT}"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.next_id = 0
-
-    def send(self, op, timeout):
-        self.next_id += 1
-        self.proc.stdin.write(json.dumps({"id": self.next_id, "op": op, "timeout": timeout}) + "\n")
-        self.proc.stdin.flush()
-        return self.next_id
-
-    def receive(self, request_id, deadline):
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
-                return None
-            line = self.proc.stdout.readline()
-            if not line:
-                return None
-            answer = json.loads(line)
-            if answer["id"] == request_id:
-                return answer.get("value")
+        super().__init__(lab, node, READER, [f"http://{lab.addr(node)}:{API_PORT}"])
 
 
 def ask(readers, op, timeout=2.0):
-    """{node: value or None} from several readers at once."""
-    ids = {node: reader.send(op, timeout) for node, reader in readers.items()}
-    deadline = time.monotonic() + timeout + 1.0
-    return {node: readers[node].receive(ids[node], deadline) for node in readers}
+    return netlab.ask(readers, op, timeout)
 
 
 # -- /proc figures ----------------------------------------------------------------------------

@@ -54,6 +54,7 @@ import os
 import random
 import re
 import secrets
+import select
 import shutil
 import signal
 import socket
@@ -383,6 +384,45 @@ class Lab:
 
     def __repr__(self):
         return f"<Lab {self.prefix} {self.subnet} {', '.join(self.members)}>"
+
+
+class Reader:
+    """A process in a node's namespace that answers JSON requests, one line each: the
+    test's ``script`` (argv after it: ``args``) reads ``{"id", "op", "timeout", ...}``
+    lines on stdin and prints ``{"id", "value"}`` or ``{"id", "error"}``. Requests carry
+    an id; an answer that comes after its request timed out is skipped."""
+
+    def __init__(self, lab, node, script, args=()):
+        self.node = node
+        self.proc = lab.popen(node, [sys.executable, "-c", script, *args], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+        self.next_id = 0
+
+    def send(self, op, timeout, **fields):
+        self.next_id += 1
+        self.proc.stdin.write(json.dumps({"id": self.next_id, "op": op, "timeout": timeout, **fields}) + "\n")
+        self.proc.stdin.flush()
+        return self.next_id
+
+    def receive(self, request_id, deadline):
+        """The value answered to request_id, or None (error, timeout, dead reader)."""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
+                return None
+            line = self.proc.stdout.readline()
+            if not line:
+                return None
+            answer = json.loads(line)
+            if answer["id"] == request_id:
+                return answer.get("value")
+
+
+def ask(readers, op, timeout=1.0):
+    """{node: value or None} from several readers at once."""
+    ids = {node: reader.send(op, timeout) for node, reader in readers.items()}
+    deadline = time.monotonic() + timeout + 1.0
+    return {node: readers[node].receive(ids[node], deadline) for node in readers}
 
 
 def _signal_group(proc, signum):
