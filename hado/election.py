@@ -97,6 +97,8 @@ def why_not_candidate(view, name, app):
     node = view["nodes"][name]
     if node.get("witness"):
         return "is a witness"
+    if name != view["me"] and node["status"] == "unknown":
+        return "has not been heard from yet"
     if name != view["me"] and node["status"] != "up":
         return f"is {node['status']}" + (f" (silent for {node['silent_s']:.1f} s)" if node.get("silent_s") is not None else "")
     report = node.get("report") or {}

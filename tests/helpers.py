@@ -274,6 +274,14 @@ class Cluster:
             return act[0] if len(act) == 1 and act[0] not in exclude else None
         return wait_for(one, timeout, what=f"exactly one active node for {app}")
 
+    def wait_heard(self, names=None, timeout=10.0):
+        """Wait until every running node reports every other one up (a fresh cluster
+        elects with a majority, before the last node has heard all its peers)."""
+        def all_up():
+            states = self.states(names)
+            return all(s and all(p.get("status") == "up" for p in s["peers"].values()) for s in states.values())
+        return wait_for(all_up, timeout, what="every node hears every peer")
+
     def agree(self, app="web", names=None):
         states = self.states(names)
         seen = {s["apps"][app]["active_node"] for s in states.values() if s}

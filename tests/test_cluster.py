@@ -115,6 +115,7 @@ def test_two_nodes_and_a_witness_lose_one_then_both(cluster):
 def test_move_standby_online_and_cleanup(cluster):
     c = cluster().start()
     assert c.wait_active() == "node-a"
+    c.wait_heard()   # node-c refuses a move to a node it has not heard yet (below)
     t0 = time.monotonic()
     status, doc = http(c["node-c"].url + "/v1/apps/web/move", {"node": "node-b"})
     assert status == 200, doc
