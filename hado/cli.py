@@ -395,7 +395,9 @@ def format_status(snap, view=None):
         else:
             peer = snap["peers"].get(name, {})
             state = peer.get("status", "unknown")   # local.peer_status, as the election sees it
-            if peer.get("last_seen_s") is not None:
+            if peer.get("left_s") is not None:
+                extra.append(f"said goodbye {peer['left_s']:.1f} s ago (hado stopped there cleanly)")
+            elif peer.get("last_seen_s") is not None:
                 extra.append(f"last heard {peer['last_seen_s']:.1f} s ago")
             if peer.get("error"):
                 extra.append(f"error: {peer['error']}")

@@ -10,7 +10,7 @@ The view (plain dicts, as ``Node.view()`` builds it and ``GET /v1/view`` shows i
      "quorum": {"ok": True, "votes": 2, "needed": 2},
      "dead_after": 2.0, "takeover_after": 2.0,
      "nodes": {"node-a": {"priority": 100, "witness": False,
-                          "status": "up" | "down" | "unknown", "silent_s": 0.3,
+                          "status": "up" | "down" | "unknown" | "left", "silent_s": 0.3,
                           "report": REPORT or None}},
      "apps": {"web": {"stickiness": True, "preferred": None, "preempt": False,
                       "takeover_after": 2.0, "peer_silence": 2.0, "budget": 0}}}
@@ -20,7 +20,9 @@ The view (plain dicts, as ``Node.view()`` builds it and ``GET /v1/view`` shows i
 
 ``status`` is ``up`` while the node was heard from within dead_after, ``down`` after
 dead_after of silence, ``unknown`` while this node has run shorter than dead_after and
-has not heard it yet. ``report`` is the node's last signed heartbeat (our own for "me";
+has not heard it yet, ``left`` once it said goodbye (hado stopped there after stopping
+every resource: it holds nothing, claims nothing, and that run starts nothing any
+more; docs/cluster.rst "Leaving"). ``report`` is the node's last signed heartbeat (our own for "me";
 the last one received, however old, for a down node)::
 
     {"standby": False, "healthy": True, "why_unhealthy": None,
@@ -51,7 +53,8 @@ The rules, in order (docs/cluster.rst explains the timing that makes them safe):
    down in every up peer's view too, silent for the app's ``takeover_after`` here and
    for its ``peer_silence`` in every up peer's report (the stop budget of its unleased
    resources; bounds.py), fenced first if fencing is configured, and every node was
-   heard from at least once or is down;
+   heard from at least once or is down; a node that *left* (said goodbye) is waited
+   for only while an up peer still passes it on as a holder;
 4. a winner that does not run the app yet first publishes a *claim* and starts only
    when every up peer has answered a request sent after the claim with a report that
    lists our claim among the claims it sees (``claims``), and no claim of another node
@@ -99,6 +102,8 @@ def why_not_candidate(view, name, app):
         return "is a witness"
     if name != view["me"] and node["status"] == "unknown":
         return "has not been heard from yet"
+    if name != view["me"] and node["status"] == "left":
+        return "has left the cluster (hado stopped there cleanly)"
     if name != view["me"] and node["status"] != "up":
         return f"is {node['status']}" + (f" (silent for {node['silent_s']:.1f} s)" if node.get("silent_s") is not None else "")
     report = node.get("report") or {}
@@ -191,6 +196,12 @@ def blockers(view, app, fence_configured=False, fenced=()):
         if node["status"] == "unknown":
             waits.append(("not_heard", f"{name} not heard from yet"))
             continue
+        if node["status"] == "left" and name not in relayed:
+            # Its goodbye said it holds and claims nothing, and that run of hado starts
+            # nothing more: no silence is owed. A peer that still passes it on as a
+            # holder (it missed the goodbye, or hears a new run of it that we do not)
+            # is waited for below, as for a down node.
+            continue
         # Its last word, as we heard it or as a peer that heard it later passes it on:
         # holding the app, or claiming it (a claim that was confirmed right before the
         # silence may have become a start).
@@ -211,7 +222,7 @@ def blockers(view, app, fence_configured=False, fenced=()):
                                            f"under takeover_after {wait_for:.2f} s ({why_wait(view, app)})"))
             continue
         still_seen = [p for p in up if p != me and
-                      ((nodes[p].get("report") or {}).get("peers") or {}).get(name) != "down"]
+                      ((nodes[p].get("report") or {}).get("peers") or {}).get(name) not in ("down", "left")]
         if still_seen:
             verb = "does" if len(still_seen) == 1 else "do"
             waits.append(("not_down_everywhere",
@@ -247,6 +258,8 @@ def why_wait(view, app):
 
 
 def describe_down(view, name):
+    if view["nodes"][name]["status"] == "left":
+        return f"{name} has left (hado stopped there cleanly)"
     silent = view["nodes"][name].get("silent_s")
     if silent is None:
         return f"{name} is down (never heard)"
@@ -343,7 +356,7 @@ def decide_app(view, app, fence_configured=False, fenced=()):
         known = [app_report(node, app).get("epoch", 0) or 0 for node in nodes.values()]
         decision["epoch"] = max(known + [0]) + 1
     decision["active_node"] = me
-    down = [describe_down(view, n) for n, node in sorted(nodes.items()) if node["status"] == "down"]
+    down = [describe_down(view, n) for n, node in sorted(nodes.items()) if node["status"] in ("down", "left")]
     because = f"{' and '.join(down)} and {why_winner}" if down else why_winner
     return done("active", f"{app}: active on {me} because {because}, with {votes}")
 

@@ -15,12 +15,16 @@ def peer_status(peers, records, now, started, dead_after):
 
     ``up`` while the last evidence (the send time of our last answered request) is
     younger than dead_after; ``down`` after that, or once we have run for dead_after
-    without any; ``unknown`` before (docs/cluster.rst, "Up, down and quorum").
+    without any; ``unknown`` before; ``left`` once its live run said goodbye, until an
+    answer of a new run (docs/cluster.rst, "Up, down and quorum").
     """
     out = {}
     for peer in peers:
-        evidence = (records.get(peer) or {}).get("evidence")
-        if evidence is not None:
+        record = records.get(peer) or {}
+        evidence = record.get("evidence")
+        if record.get("left") is not None:
+            out[peer] = ("left", None if evidence is None else now - evidence)
+        elif evidence is not None:
             silent = now - evidence
             out[peer] = ("up" if silent < dead_after else "down", silent)   # unrounded: decisions compare it
         elif now - started >= dead_after:
@@ -72,10 +76,12 @@ def why_other(record):
     return f"sees another holder ({record['by']}: {record['message']})"
 
 
-def why_not_here(app, entry, standby, healthy, why_unhealthy, witness, expired=()):
+def why_not_here(app, entry, standby, healthy, why_unhealthy, witness, expired=(), leaving=False):
     """Why ``app`` may not run on this node (None when it may)."""
     if witness:
         return "is a witness"
+    if leaving:
+        return "is shutting down (hado was asked to stop)"
     if standby:
         return "is in standby"
     if not healthy:
@@ -98,7 +104,7 @@ def why_not_here(app, entry, standby, healthy, why_unhealthy, witness, expired=(
 def observe(inputs, now, peers, dead_after, witness=False):
     """What this node knows now: a dict with
 
-    - ``status``: peer -> (up | down | unknown, silent seconds or None);
+    - ``status``: peer -> (up | down | unknown | left, silent seconds or None);
     - ``healthy``, ``why_unhealthy``: from the vital system monitors;
     - ``expired``: [(app, "failure" | "move", record)] to forget now;
     - ``why_not``: app -> why it may not run here, None when it may.
@@ -107,7 +113,8 @@ def observe(inputs, now, peers, dead_after, witness=False):
     healthy, why_unhealthy = health(inputs["monitors"])
     expired = expiries(inputs["apps"], now)
     gone = {(app, what) for app, what, _ in expired}
-    why_not = {app: why_not_here(app, entry, inputs["standby"], healthy, why_unhealthy, witness, gone)
+    why_not = {app: why_not_here(app, entry, inputs["standby"], healthy, why_unhealthy, witness, gone,
+                                 inputs.get("leaving", False))
                for app, entry in inputs["apps"].items()}
     return {"now": now, "status": status, "healthy": healthy, "why_unhealthy": why_unhealthy,
             "expired": expired, "why_not": why_not}

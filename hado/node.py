@@ -2,7 +2,9 @@
 
 Start order: API, heartbeats socket, app entries, monitors (first results of the vital
 ones awaited), start-up probe of every resource, app supervisors, one turn, heartbeats,
-leases, then READY=1. Stop order: apps (resources in reverse), monitors, heartbeats, API.
+leases, then READY=1. Stop order (SIGTERM): hand over (not eligible, the election runs
+on while the apps stop, resources in reverse), monitors, leases, a signed goodbye to the
+peers (only once nothing is held or claimed here), heartbeats, API.
 
 One turn of the election loop (each heartbeat, or sooner when anything changed) is
 three steps, each in its own module: *observe* (local.py: peer status, health,
@@ -56,6 +58,7 @@ from . import config as config_mod
 from . import election, local, systemd
 from .act import Actor
 from .monitor import Monitor
+from . import peers as peers_mod
 from .peers import Heartbeats
 from .plugin import Caller, Registry
 from .resource import AppSupervisor, Leases
@@ -479,9 +482,35 @@ class Node:
                  len([a for a in old_apps if a not in new_apps]))
         self.state.event("config reloaded", path)
 
+    def hand_over(self):
+        """SIGTERM, first step: leave as a node in standby does, with the election still
+        running. The node says it is shutting down (not eligible), so its peers elect
+        another node and claim while it stops its apps; each role change pokes them, so
+        the new node starts the moment this one reports an app stopped. Returns when
+        nothing is held here any more, or after the longest stop budget (then the
+        supervisors' own exit path stops what is left, as before)."""
+        if self.state.flags()[1] or not self.supervisors:
+            return   # maintenance: hado stops nothing by election; no apps: nothing to hand over
+        self.state.set_flag("leaving", True)
+        log.info("stopping: node %s hands its apps over (not eligible from now on)", self.me)
+        budget = max(sum(r["stop_timeout"] for r in self.config["apps"][app]["resources"])
+                     for app in self.supervisors) + 5
+        deadline = self.clock() + budget
+        while True:
+            self.wakeup.clear()
+            try:
+                self.turn()
+            except Exception:  # loop boundary, as in run()
+                log.exception("failed: election turn crashed while handing over; going on")
+            self.keepalive()
+            if not self.state.my_holds() or self.clock() >= deadline:
+                return
+            self.wakeup.wait(min(self.next_wait(), max(0.0, deadline - self.clock())))
+
     def stop(self):
         log.info("stopping: node %s stops its apps (resources in reverse order)", self.me)
         systemd.notify("STOPPING=1")
+        self.hand_over()
         for sup in self.supervisors.values():
             sup.exit.set()
             sup.wake.set()
@@ -492,9 +521,17 @@ class Node:
                 log.error("failed: app %s did not stop within %g s", app, budget)
         self.monitor_stop.set()
         self.leases.stopping.set()
+        self.join(self.leases, 2 * self.heartbeat + 1)   # no renewal after the goodbye
         if self.heartbeats:
+            held, claimed = self.state.my_holds(), self.state.my_claims()
+            if held or claimed or any(sup.is_alive() for sup in self.supervisors.values()):
+                log.warning("stopping: no goodbye to the peers: %s; they wait for our silence as after a crash",
+                            f"{', '.join(held + claimed)} still held or claimed here" if held or claimed
+                            else "an app did not stop")
+            else:
+                self.heartbeats.farewell.set()
             self.heartbeats.stopping.set()
-            self.heartbeats.join(timeout=2)
+            self.heartbeats.join(timeout=2 + peers_mod.GOODBYE_FOR)
         self.api.stop()
         log.info("stopped: node %s", self.me)
 

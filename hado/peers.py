@@ -93,6 +93,7 @@ PUBLIC_RATE = 20000     # datagrams a second read from the open socket at most
 PUBLIC_BURST = 2000
 BATCH = 64              # datagrams read from one socket before the others get their turn
 RECENT_ROUNDS = 8       # answers to nonces this many heartbeats old are late, not forged
+GOODBYE_FOR = 0.5       # seconds a leaving node re-sends its goodbye to peers that have not answered it
 KINDS = ("unparsable", "version", "oversized", "unknown_nonce", "bad_signature", "unknown_node",
          "wrong_cluster", "wrong_node", "replayed", "bad_report")
 
@@ -213,6 +214,9 @@ class Heartbeats(threading.Thread):
         self.holds = holds                      # callable: the apps we report active/starting/stopping
         self.clock = clock
         self.stopping = threading.Event()
+        self.farewell = threading.Event()       # set with stopping: say goodbye before the thread ends
+        self.leaving = False                    # saying goodbye: requests are neither applied nor answered
+        self.acked = set()                      # peers that answered our goodbye
         self.boot = os.urandom(8).hex()         # this run of hado
         self.seq = 0                            # datagrams this run has sent
         self.pending = {}                       # nonce -> (peer, first sent, last sent)
@@ -292,6 +296,11 @@ class Heartbeats(threading.Thread):
             except Exception:  # loop boundary
                 log.exception("failed: heartbeat loop error; going on")
                 self.stopping.wait(0.1)
+        if self.farewell.is_set():
+            try:
+                self.say_goodbye(GOODBYE_FOR)
+            except Exception:  # thread boundary: the peers then wait for our silence
+                log.exception("failed: saying goodbye")
         for sock, _ in self.inbox.values():
             sock.close()
         self.wake_r.close()
@@ -365,6 +374,39 @@ class Heartbeats(threading.Thread):
         self.last_asked[peer] = now
         self.send_request(peer, nonce, poll_me)
 
+    def say_goodbye(self, timeout):
+        """Tell every peer, signed, that this run of hado has stopped everything and ends.
+
+        Node.stop sets ``farewell`` only once no app here is held or claimed any more.
+        The goodbye is a request (``"bye": true``, no claims, no holds) with a fresh
+        nonce, sent again every heartbeat/4 (at most 50 ms) to each peer that has not
+        answered one yet, for at most ``timeout`` seconds. Its answers are the
+        acknowledgements; from now on nothing is answered or applied: an answer would
+        make us look alive again. A peer that got it counts us *left* at once: no vote,
+        nothing to wait for (election.py). A peer that did not waits for our silence,
+        as after a crash."""
+        self.leaving = True
+        self.pending.clear()
+        deadline = self.clock() + timeout
+        spacing = min(self.heartbeat / 4, 0.05)
+        while self.clock() < deadline:
+            waiting = [p for p in self.peers if p not in self.acked and p in self.addresses]
+            if not waiting:
+                break
+            now = self.clock()
+            for peer in waiting:
+                nonce = os.urandom(NONCE_BYTES)
+                self.pending[nonce] = (peer, now, now)
+                self.issued[nonce] = (peer, now)
+                self.send_request(peer, nonce, bye=True)
+            self.receive(max(0.0, min(spacing, deadline - self.clock())))
+        missing = [p for p in self.peers if p not in self.acked]
+        if missing:
+            log.warning("stopping: no answer to our goodbye from %s within %g s: %s for our silence",
+                        ", ".join(missing), timeout, "it waits" if len(missing) == 1 else "they wait")
+        else:
+            log.info("stopping: every peer answered our goodbye")
+
     def ask_soon(self, peer, now, poll_me=False):
         """``ask``, at most every heartbeat/16 per peer: a nudge must never become a storm."""
         if now - self.last_asked.get(peer, -1e9) >= self.heartbeat / 16:
@@ -376,14 +418,16 @@ class Heartbeats(threading.Thread):
                 self.pending[nonce] = (peer, first, now)
                 self.send_request(peer, nonce)
 
-    def send_request(self, peer, nonce, poll_me=False):
+    def send_request(self, peer, nonce, poll_me=False, bye=False):
         address = self.addresses.get(peer)
         if address is None:
             return
         body = {"cluster": self.cluster, "from": self.me, "to": peer, "boot": self.boot, "seq": self.next_seq(),
-                "claims": self.claims(), "holds": self.holds()}
+                "claims": [] if bye else self.claims(), "holds": [] if bye else self.holds()}
         if poll_me:
             body["poll_me"] = True
+        if bye:
+            body["bye"] = True
         datagram = pack(self.key, REQUEST, nonce, body)
         if len(datagram) > MAX_REQUEST:
             self.warn("big-request", "failed: a heartbeat request of %d bytes, more than %d: it is not sent",
@@ -450,6 +494,8 @@ class Heartbeats(threading.Thread):
         return sender
 
     def on_request(self, nonce, body, address, now, via):
+        if self.leaving:
+            return   # we said goodbye: an answer now would make us look alive again
         sender = self.signed_sender(body, address)
         if sender is None:
             return
@@ -464,7 +510,11 @@ class Heartbeats(threading.Thread):
             claims, holds = body.get("claims"), body.get("holds")
             self.state.peer_request(sender, now, claims if isinstance(claims, list) else None,
                                     holds if isinstance(holds, list) else None)
-            if body.get("poll_me") is True:
+            if body.get("bye") is True and claims == [] and holds == []:
+                # Its last word: everything stopped there, this run starts nothing more.
+                if self.state.peer_goodbye(sender, now):
+                    log.info("left: %s said goodbye (hado stopped there cleanly; it holds nothing)", sender)
+            elif body.get("poll_me") is True:
                 self.ask_soon(sender, now)   # it has news (a claim): fetch its report now
         else:
             # A run of the sender that no answer has shown alive: it restarted, or this is
@@ -515,6 +565,9 @@ class Heartbeats(threading.Thread):
             self.state.peer_error(peer, "bad_report", f"answer from {peer} carries no valid report")
             return
         self.heard[peer] = [body["boot"], body["seq"]]   # a fresh nonce answered: this run is alive
+        if self.leaving:
+            self.acked.add(peer)   # an answer to our goodbye: that peer has it
+            return
         if via is None:
             self.stray(peer, address)
         self.state.peer_answer(peer, first, report)

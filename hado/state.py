@@ -44,6 +44,7 @@ class State:
         # --- guarded by _lock ---
         self.standby = False
         self.maintenance = False
+        self.leaving = False          # SIGTERM: hado hands its apps over, then says goodbye (Node.stop)
         self.quorum = {"ok": False, "votes": 0, "needed": 1}
         self.quorum_until = None      # monotonic time when our quorum lapses (None: never lapses)
         self.lapses = 0               # quorum lapses seen so far (quorum_mark / lapsed_since)
@@ -70,7 +71,7 @@ class State:
             self.events.append({"at": wall(), "what": what, "why": why})
 
     def set_flag(self, name, value):
-        """standby / maintenance"""
+        """standby / maintenance / leaving"""
         with self._lock:
             setattr(self, name, bool(value))
             self._touch()
@@ -95,12 +96,13 @@ class State:
         quorum_until is when the votes will drop below needed unless new answers come.
         It is computed on every answer, so readers in any thread see it exact.
         """
-        sent = sorted((self.peers[p]["evidence"] for p in self.voters
-                       if p in self.peers and self.peers[p]["evidence"] is not None), reverse=True)
+        # A peer that said goodbye has no vote: it answers nobody any more.
+        counted = [p for p in self.voters if p in self.peers and self.peers[p]["evidence"] is not None
+                   and self.peers[p].get("left") is None]
+        sent = sorted((self.peers[p]["evidence"] for p in counted), reverse=True)
         fresh = [t for t in sent if now - t < self.fresh_for]
         votes = 1 + len(fresh)
-        voters = sorted(p for p in self.voters if p in self.peers and self.peers[p]["evidence"] is not None
-                        and now - self.peers[p]["evidence"] < self.fresh_for)
+        voters = sorted(p for p in counted if now - self.peers[p]["evidence"] < self.fresh_for)
         self.quorum = {"ok": votes >= self.needed, "votes": votes, "needed": self.needed, "voters": voters}
         self.ever_quorum = self.ever_quorum or self.quorum["ok"]
         if self.quorum_until is not None and now >= self.quorum_until:
@@ -202,6 +204,7 @@ class State:
         with self._lock:
             peer = self.peers.setdefault(name, new_peer())
             peer["evidence"] = max(peer["evidence"] or 0, sent_at)
+            peer["left"] = None   # an answer from a live run: it is back
             if peer["report"] != report:
                 self._touch()
             peer["report"] = report
@@ -232,6 +235,20 @@ class State:
                 peer["claims"] = sorted(str(c) for c in claims)
             if holds is not None:
                 peer["holds"] = sorted(str(c) for c in holds)
+
+    def peer_goodbye(self, name, at):
+        """``name`` said goodbye (a signed request of its live run, newer than anything
+        it sent before): every resource of it is stopped and this run of it starts
+        nothing any more. It is *left*: no vote, no candidate, and no holder to wait
+        for (election.py); an answer from it, of a new run, makes it up again."""
+        with self._lock:
+            peer = self.peers.setdefault(name, new_peer())
+            first = peer.get("left") is None
+            peer["left"] = at
+            peer["claims"], peer["holds"] = [], []
+            self._recompute_quorum(self.clock())
+            self._touch()
+            return first
 
     def peer_error(self, name, kind, message):
         """An invalid message claiming to come from ``name``; None for an unknown sender."""
@@ -359,7 +376,8 @@ class State:
                 word = status.get(name, ("unknown", None))[0]
                 peers[name] = {"status": word, "up": word == "up",
                                "last_seen_s": seen, "last_request_s": asked, "error": peer["error"],
-                               "rejected": dict(peer["rejected"])}
+                               "rejected": dict(peer["rejected"]),
+                               "left_s": None if peer.get("left") is None else round(now - peer["left"], 2)}
             apps = {}
             for name, app in self.apps.items():
                 apps[name] = {
@@ -373,7 +391,7 @@ class State:
             return {
                 "node": self.node, "cluster": self.cluster, "version": __version__,
                 "uptime_s": round(now - self.started, 1), "healthy": healthy,
-                "standby": self.standby, "maintenance": self.maintenance,
+                "standby": self.standby, "maintenance": self.maintenance, "leaving": self.leaving,
                 "quorum": dict(self.quorum), "peers": peers,
                 "monitors": {m: public_monitor(e) for m, e in self.monitors.items()},
                 "apps": apps, "events": list(self.events),
@@ -403,9 +421,10 @@ class State:
         with self._lock:
             return {
                 "started": self.started, "standby": self.standby, "maintenance": self.maintenance,
+                "leaving": self.leaving,
                 # observe reads a peer's evidence only: copying its whole last report
                 # (every app) cost 3.6 ms a call at 50 apps and 6 peers, per answer sent
-                "peers": {p: {"evidence": e["evidence"]} for p, e in self.peers.items()},
+                "peers": {p: {"evidence": e["evidence"], "left": e.get("left")} for p, e in self.peers.items()},
                 "monitors": copy.deepcopy(self.monitors),
                 "apps": {app: {"failure": copy.copy(e["failure"]), "move": copy.copy(e["move"]),
                                "other": copy.copy(e.get("other")),   # resource.py: another holder seen
@@ -431,7 +450,7 @@ def new_resource():
 
 def new_peer():
     return {"evidence": None, "last_request": None, "report": None, "error": None,
-            "rejected": {}, "claims": [], "holds": []}
+            "rejected": {}, "claims": [], "holds": [], "left": None}
 
 
 def public_monitor(entry):

@@ -91,6 +91,39 @@ def test_frozen_active_node_stops_within_a_heartbeat_of_waking_and_never_claims_
     # ... and nothing else overlapped: the frozen window is the only one, bounded by the stop.
 
 
+def test_sigterm_of_the_active_node_hands_over_at_once_and_peers_count_it_left_not_down(cluster):
+    # Defaults (0.5 / 2.0): without the hand-over and goodbye, node-b waited ~2 s of silence.
+    c = cluster(heartbeat=0.5, dead_after=2.0).start()
+    assert c.wait_active() == "node-a"
+    c.wait_heard()
+    wait_for(lambda: c.agree() == "node-a", what="all agree on node-a")
+    t0 = time.monotonic()
+    stopped_ns = time.monotonic_ns()
+    c["node-a"].signal(signal.SIGTERM)
+    assert c.wait_active(names=["node-b", "node-c"], timeout=5) == "node-b"
+    took = time.monotonic() - t0
+    assert c["node-a"].proc.wait(timeout=10) == 0
+    # The dummy's stop and start take milliseconds; a heartbeat (0.5 s) would mean a wait.
+    print(f"hand-over took {took:.3f} s")
+    assert took < 0.45, f"hand-over took {took:.2f} s"
+    state = c["node-b"].state()
+    assert state["peers"]["node-a"]["status"] == "left" and state["peers"]["node-a"]["left_s"] is not None
+    assert state["quorum"]["votes"] == 2, "a node that left has no vote"
+    assert "node-a has left (hado stopped there cleanly)" in state["apps"]["web"]["reason"]
+    assert "said goodbye" in c["node-b"].log() and "every peer answered our goodbye" in c["node-a"].log()
+    start_b = min(ns for ns, ev, node in c.logs() if node == "node-b" and ev == "start")
+    stop_a = max(ns for ns, ev, node in c.logs() if node == "node-a" and ev == "stop")
+    assert stopped_ns < stop_a < start_b, "node-a stopped before node-b started"
+    assert_never_two(c)
+    # Long after dead_after it is still "left", and node-a back is up again.
+    time.sleep(2.2)
+    assert c["node-b"].state()["peers"]["node-a"]["status"] == "left"
+    c["node-a"].start()
+    c["node-a"].wait_ready()
+    wait_for(lambda: c["node-b"].state()["peers"]["node-a"]["status"] == "up", what="node-a up again")
+    assert c.active() == ["node-b"], "stickiness: the returning node takes nothing"
+
+
 def test_two_nodes_and_a_witness_lose_one_then_both(cluster):
     c = cluster(names=("node-a", "node-b", "witness"), witness=("witness",)).start()
     assert c.wait_active() == "node-a"
