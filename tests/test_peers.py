@@ -248,3 +248,76 @@ def test_an_answer_to_a_nonce_we_never_sent_is_no_evidence(node):
     b.sock.sendto(b.answer(b"forged-nonce-16b", report={"apps": {"web": {"role": "standby"}}}), address)
     wait_for(lambda: state.peers.get("node-b", {}).get("rejected", {}).get("unknown_nonce"), what="counted")
     assert state.peers["node-b"]["report"] is None and state.snapshot(1.0)["peers"]["node-b"]["up"] is False
+
+
+def test_a_goodbye_of_the_live_run_makes_the_peer_left_and_a_replay_or_an_old_run_cannot(node):
+    """node-b says goodbye (its hado stops): left at once, no vote; a replay of that
+    goodbye after node-b came back, or a goodbye of a run never shown alive, changes nothing."""
+    state, b, address = node
+    nonce, unproven_bye = b.request(claims=[], holds=[], bye=True)
+    b.sock.sendto(unproven_bye, address)   # a run no answer has shown alive: not applied
+    b.recv(ANSWER)
+    assert state.snapshot(1.0)["peers"]["node-b"]["status"] != "left"
+    b.prove(address)
+    wait_for(lambda: state.snapshot(1.0)["peers"]["node-b"]["up"], what="node-b up")
+    assert state.refresh_quorum()["votes"] == 2
+    nonce, holding_bye = b.request(claims=[], holds=["web"], bye=True)
+    b.sock.sendto(holding_bye, address)    # a goodbye that still holds an app is no goodbye
+    b.recv(ANSWER)
+    assert state.snapshot(1.0)["peers"]["node-b"]["status"] == "up"
+    nonce, bye = b.request(claims=[], holds=[], bye=True)
+    b.sock.sendto(bye, address)
+    kind, got, body, _ = b.recv(ANSWER)    # the answer is the acknowledgement
+    assert got == nonce
+    peer = state.snapshot(1.0)["peers"]["node-b"]
+    assert peer["status"] == "left" and not peer["up"] and peer["left_s"] is not None
+    assert state.refresh_quorum()["votes"] == 1, "a node that left has no vote"
+    b.sock.sendto(bye, address)            # the same goodbye again: an old number
+    wait_for(lambda: state.snapshot(1.0)["peers"]["node-b"]["rejected"].get("replayed"), what="replay counted")
+    # node-b restarts (a new run): its answer makes it up again ...
+    b.boot, b.seq = os.urandom(8).hex(), 0
+    b.prove(address)
+    wait_for(lambda: state.snapshot(1.0)["peers"]["node-b"]["status"] == "up", what="node-b up again")
+    # ... and the old run's goodbye, replayed now, is never applied
+    b.sock.sendto(bye, address)
+    time.sleep(0.3)
+    assert state.snapshot(1.0)["peers"]["node-b"]["status"] == "up"
+
+
+def test_a_leaving_node_says_goodbye_until_answered_and_then_answers_nothing(tmp_path):
+    me_port = free_port()
+    b = FakePeer()
+    nodes = {"node-a": {"host": "127.0.0.1", "port": me_port},
+             "node-b": {"host": "127.0.0.1", "port": b.address[1]}}
+    state = State("node-a", "shop")
+    state.configure_quorum(["node-b"], 2, 0.5)
+    beats = Heartbeats(state, "node-a", "shop", nodes, SECRET, 0.2,
+                       lambda: {"node": "node-a", "apps": {"web": {"role": "stopped"}}}, time.monotonic,
+                       claims=lambda: ["web"], holds=lambda: ["web"])
+    beats.bind("127.0.0.1", me_port)
+    beats.start()
+    try:
+        b.prove(("127.0.0.1", me_port))
+        beats.farewell.set()
+        beats.stopping.set()
+        byes = []
+        while len(byes) < 2:   # the first goodbye goes unanswered: it is sent again
+            kind, nonce, body, _ = b.recv(REQUEST)
+            if body.get("bye"):
+                byes.append((nonce, body))
+        assert all(body["claims"] == [] and body["holds"] == [] for _, body in byes)
+        assert byes[1][1]["seq"] > byes[0][1]["seq"]
+        nonce, request = b.request()
+        b.sock.sendto(request, ("127.0.0.1", me_port))   # asked now, it must not answer (it would look alive)
+        b.sock.sendto(b.answer(byes[1][0]), ("127.0.0.1", me_port))
+        beats.join(2)
+        assert not beats.is_alive() and "node-b" in beats.acked
+        b.sock.settimeout(0.3)
+        with pytest.raises(OSError):
+            while True:
+                kind, got, _ = unpack(KEY, b.sock.recv(65535))
+                assert not (kind == ANSWER and got == nonce), "a node that said goodbye answered a request"
+    finally:
+        beats.stopping.set()
+        beats.join(2)
+        b.close()
