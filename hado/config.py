@@ -529,9 +529,19 @@ def validate(raw, node_name=None, registry=None):
                 except PluginError:
                     continue
                 problems = []
-                bounds.plugin_lease(plugin, res["args"], problems)
+                lease = bounds.plugin_lease(plugin, res["args"], problems)
+                if lease:
+                    bounds.plugin_lease_slack(plugin, res["args"], problems)
                 v.warnings += [f"apps.{app_name}.resources[{index}].plugin: {problem} (docs/plugins.rst, the "
                                "lease contract)" for problem in problems]
+                h = config["cluster"]["heartbeat"]
+                if lease and lease < 2 * h:
+                    # The leases thread renews once a heartbeat: a lease shorter than two
+                    # would run out between renewals on a healthy node.
+                    v.error(f"apps.{app_name}.resources[{index}].args.lease",
+                            f"{lease:g} s is shorter than two heartbeats ({2 * h:g} s): it is renewed once a "
+                            f"heartbeat and would run out on a healthy node; use at least {2 * h:g} s or a "
+                            "shorter cluster.heartbeat")
     return config, v.errors, v.warnings
 
 

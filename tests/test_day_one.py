@@ -541,6 +541,46 @@ def test_stop_budget_counts_the_call_in_flight_and_every_unleased_stop(tmp_path)
     assert "the fence plugin runs before any takeover" in bounds.app_bounds(fenced)["web"]
 
 
+SLACK_PLUGIN = """
+def start(path, lease=1, slack=None): pass
+def stop(path): pass
+def alive(path): return False
+def renew(path, lease=1, slack=None): pass
+def lease(lease=1, slack=None): return lease
+def lease_slack(lease=1, slack=None): return slack
+"""
+
+
+def test_a_plugin_says_how_long_its_resource_outlives_its_lease_and_the_takeover_waits_that(tmp_path):
+    """lease_slack(): the nftables gate of a sub-second VIP lease ends within 0.05 s, not
+    the address lifetime's 0.35 s; the fast profile's takeover_after is then 0.3 s."""
+    from hado import bounds, config as config_mod
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "slacky.py").write_text(SLACK_PLUGIN)
+
+    def timing(lease, slack, heartbeat=0.05, dead_after=0.3):
+        raw = {"cluster": {"nodes": {"a": {"url": "http://127.0.0.1:1"}, "b": {"url": "http://127.0.0.1:2"},
+                                     "c": {"url": "http://127.0.0.1:3"}},
+                           "secret_file": "/s", "heartbeat": heartbeat, "dead_after": dead_after},
+               "node": {"plugin_dirs": [str(plugins)]},
+               "apps": {"web": {"resources": [{"name": "r", "plugin": "slacky",
+                                               "args": {"path": "/x", "lease": lease, "slack": slack}}]}}}
+        cfg, errors, warnings = config_mod.validate(raw, "a")
+        return (bounds.app_timing(cfg, "web") if not errors else None), errors, warnings
+
+    t, errors, warnings = timing(0.2, 0.05)
+    assert errors == [] and t["lease_end"] == 0.25 and t["takeover_after"] == 0.3 and t["peer_silence"] == 0.3
+    t, errors, warnings = timing(1, 0.35, heartbeat=0.5, dead_after=2.0)
+    assert t["takeover_after"] == 2.0 and t["lease_end"] == 1.35
+    t, errors, warnings = timing(0.2, "soon")      # not a number: the default slack, and a warning
+    assert t["lease_end"] == 0.55 and any("lease_slack() returned 'soon'" in w for w in warnings), warnings
+    t, errors, warnings = timing(0.08, 0.05)       # renewed once a heartbeat: two at least
+    assert errors == ["apps.web.resources[0].args.lease: 0.08 s is shorter than two heartbeats (0.1 s): it is "
+                      "renewed once a heartbeat and would run out on a healthy node; use at least 0.1 s or a "
+                      "shorter cluster.heartbeat"]
+
+
 def budget_view(peer_silent, own_silent=30.0):
     """node-b's view: node-a held web and went silent; node-c reports it silent for ``peer_silent``."""
     view = model_view("node-b", ["node-a", "node-b", "node-c"], {"node-b", "node-c"}, {}, {},
