@@ -224,6 +224,7 @@ class Heartbeats(threading.Thread):
         self.heard = {}                         # peer -> [boot, seq]: newest message applied, live run
         self.unproven = {}                      # peer -> when we last answered a run not shown alive
         self.last_asked = {}                    # peer -> when we last sent it a fresh request
+        self.deferred = {}                      # peer -> when a nudge held back by the rate limit is due
         self.sock = None                        # bound to the port, open to anyone; we send from it
         self.inbox = {}                         # fd -> (socket, peer or None for the open one)
         self.addresses = {}                     # peer -> where we send to
@@ -292,7 +293,9 @@ class Heartbeats(threading.Thread):
                     self.new_round(now, poll_me)
                     next_round = now + self.heartbeat
                 self.resend(now)
-                self.receive(max(0.0, min(next_round, now + self.heartbeat / 4) - self.clock()))
+                self.ask_deferred(now)
+                wake = min([next_round, now + self.heartbeat / 4] + list(self.deferred.values()))
+                self.receive(max(0.0, wake - self.clock()))
             except Exception:  # loop boundary
                 log.exception("failed: heartbeat loop error; going on")
                 self.stopping.wait(0.1)
@@ -372,6 +375,7 @@ class Heartbeats(threading.Thread):
         self.pending[nonce] = (peer, now, now)
         self.issued[nonce] = (peer, now)
         self.last_asked[peer] = now
+        self.deferred.pop(peer, None)   # this request fetches whatever news a nudge announced
         self.send_request(peer, nonce, poll_me)
 
     def say_goodbye(self, timeout):
@@ -408,9 +412,21 @@ class Heartbeats(threading.Thread):
             log.info("stopping: every peer answered our goodbye")
 
     def ask_soon(self, peer, now, poll_me=False):
-        """``ask``, at most every heartbeat/16 per peer: a nudge must never become a storm."""
-        if now - self.last_asked.get(peer, -1e9) >= self.heartbeat / 16:
+        """``ask``, at most every heartbeat/16 per peer: a nudge must never become a storm.
+        One that comes sooner is held back until then, never dropped: a peer pokes us
+        when its report changed (a stop, a new active node), and two changes in a row
+        within milliseconds (stopping, then stopped) would otherwise leave us with the
+        first until the next heartbeat (a standby took one or two heartbeats so)."""
+        due = self.last_asked.get(peer, -1e9) + self.heartbeat / 16
+        if now >= due:
             self.ask(peer, now, poll_me)
+        else:
+            self.deferred[peer] = due
+
+    def ask_deferred(self, now):
+        for peer, due in list(self.deferred.items()):
+            if now >= due:
+                self.ask(peer, now)
 
     def resend(self, now):
         for nonce, (peer, first, last) in list(self.pending.items()):

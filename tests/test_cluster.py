@@ -124,6 +124,31 @@ def test_sigterm_of_the_active_node_hands_over_at_once_and_peers_count_it_left_n
     assert c.active() == ["node-b"], "stickiness: the returning node takes nothing"
 
 
+def test_standby_and_move_hand_over_within_a_round_trip_not_a_heartbeat(cluster):
+    # heartbeat 0.5 s: a nudge dropped by the rate limit (a peer's stopping, then stopped,
+    # within milliseconds) made some of these take one or two heartbeats (0.56, 1.05 s).
+    c = cluster(heartbeat=0.5, dead_after=2.0).start()
+    c.wait_active()
+    c.wait_heard()
+    took = []
+    for i in range(4):
+        holder = c.wait_active()
+        t0 = time.monotonic()
+        if i % 2:
+            nxt = next(n for n in ("node-b", "node-c") if n != holder)
+            assert http(c[holder].url + "/v1/apps/web/move", {"node": nxt})[0] == 200
+        else:
+            assert http(c[holder].url + "/v1/node/standby", {})[0] == 200
+        c.wait_active(exclude=(holder,), timeout=5)
+        took.append(time.monotonic() - t0)
+        if not i % 2:
+            assert http(c[holder].url + "/v1/node/online", {})[0] == 200
+        time.sleep(0.3)
+    print("TOOK", [round(t, 3) for t in took])
+    assert max(took) < 0.3, f"hand-overs took {[round(t, 3) for t in took]} s"
+    assert_never_two(c)
+
+
 def test_two_nodes_and_a_witness_lose_one_then_both(cluster):
     c = cluster(names=("node-a", "node-b", "witness"), witness=("witness",)).start()
     assert c.wait_active() == "node-a"
