@@ -42,6 +42,7 @@ MAX_SLACK = 60.0   # a lease_slack() above this is no figure but a bug
 # broken, and counts as no lease (its resource then is unleased).
 LEASE_TIMEOUT = 2.0
 _lease_callers = weakref.WeakKeyDictionary()   # plugin -> its lease() Caller: a hung one fails at once
+_slack_callers = weakref.WeakKeyDictionary()   # plugin -> its lease_slack() Caller
 _lease_lock = threading.Lock()
 
 
@@ -83,7 +84,7 @@ def plugin_lease_slack(plugin, args, problems=None):
     if not plugin.function("lease_slack"):
         return LEASE_SLACK
     with _lease_lock:
-        caller = _lease_callers.setdefault((plugin, "slack"), Caller(f"{plugin.name}:lease_slack"))
+        caller = _slack_callers.setdefault(plugin, Caller(f"{plugin.name}:lease_slack"))
     try:
         ok, value = caller.call(plugin.bind("lease_slack", args), LEASE_TIMEOUT)
     except PluginError as exc:
