@@ -606,9 +606,15 @@ class Leases(threading.Thread):
         # lease run out either, which would stop the resource all the same.
         if not (entry["state"] == states.STARTED or (entry["state"] == states.UNMANAGED and entry["alive"])):
             return True, None
+        mark = self.state.quorum_mark()
         if self.state.app_entry(app)["desired"] != states.ACTIVE or self.state.holding_lapsed():
             return True, None
-        return res.call("renew", min(res.spec["timeout"], max(2 * self.heartbeat, 1.0)))
+        # With the same cut-off as a leased start: a renewal that reaches the kernel
+        # after the quorum lapsed (the call's thread was slow to run, hado froze in
+        # between) must not extend the lease; a plugin that renews in Python checks it
+        # right before the kernel call (plugin.check_cut_off), run() before each program.
+        return res.call("renew", min(res.spec["timeout"], max(2 * self.heartbeat, 1.0)),
+                        cutoff=lambda: self.state.lapsed_since(mark))
 
     def revoke(self, app, sup):
         """Quorum lapsed: drop every leased resource of ``app`` at once, from this thread,

@@ -54,6 +54,7 @@ def renew(path, lease=None):
     if not alive(path):
         raise PluginError(f"cannot renew {path}: its lease ran out or it was stopped")
     started = _lines(path)[0]
+    check_cut_off(f"renewal of {path}")   # the engine's quorum held until now
     _write(path, f"{started}\n{time.monotonic_ns() + int(lease * 1e9)}\n")
 
 

@@ -214,6 +214,7 @@ def _extend(path, lease, what):
         if late >= 0:
             raise PluginError(f"cannot renew the lease of {what}: it ran out {late:.2f} s "
                               "ago, so its leash kills the process")
+        check_cut_off(f"renewal of the lease of {what}")   # the engine's quorum held until now
         _write_deadline(path, lease)
 
 

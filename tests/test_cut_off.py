@@ -56,6 +56,21 @@ def test_a_leased_dummy_start_cut_off_during_its_delay_creates_nothing(tmp_path)
     assert path.exists()
 
 
+def test_a_renewal_cut_off_before_it_reaches_the_lease_extends_nothing(tmp_path):
+    """The leases thread renews under the same cut-off: a renewal whose call runs after the
+    quorum lapsed (its thread slow to run, hado frozen between check and call) is refused."""
+    dummy = Registry([PLUGINS]).get("dummy")
+    path = tmp_path / "r"
+    assert Caller("web/r:start").call(dummy.bind("start", {"path": str(path), "lease": 0.5}), 3) == (True, None)
+    before = path.read_text().split()[1]
+    ok, why = Caller("web/r:renew").call(dummy.bind("renew", {"path": str(path), "lease": 5}), 3,
+                                         cutoff=lambda: True)
+    assert not ok and "not done: the node's quorum lapsed during the call" in why, why
+    assert path.read_text().split()[1] == before, "the lease was extended after the cut-off"
+    time.sleep(0.6)
+    assert not dummy.bind("alive", {"path": str(path)})(), "it ran out as its last real renewal said"
+
+
 def test_a_leased_process_start_cut_off_while_it_waits_ends_the_command(tmp_path):
     process = Registry([PLUGINS]).get("process")
     pidfile, early = tmp_path / "slow.pid", tmp_path / "early.pid"
