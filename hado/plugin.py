@@ -326,7 +326,7 @@ class Plugin:
             if getattr(value, "__module__", None) != self.module.__name__:
                 continue  # imported helpers such as run()
             if name in ("start", "stop", "alive", "check", "fence", "notify", "validate", "promote", "demote",
-                        "lease", "other"):
+                        "lease", "lease_slack", "other"):
                 continue
             names.append(name)
         return sorted(names)
