@@ -386,6 +386,8 @@ class SimHeartbeats(peers.Heartbeats):
         self.loop_pass()
 
     def loop_pass(self):
+        if self.leaving:
+            return   # saying goodbye (Sim.leave sends it): no more rounds, as Heartbeats.run
         now = self.clock()
         with self.poke_lock:
             poll_me, self.poked = self.poked, False
@@ -725,6 +727,8 @@ class Sim:
         - ("net", drop, dmax, dup) every link's profile
         - ("crash", node), ("restart", node), ("freeze", node, seconds)
         - ("standby", node), ("online", node), ("move", node)  admin requests
+        - ("leave", node)          SIGTERM: Node.hand_over, then the goodbye, then gone
+                                   (a "restart" boots it again)
         """
         with patched(self):
             self._apply(fault)
@@ -773,6 +777,8 @@ class Sim:
                 self.restart(n)
         elif kind == "freeze":
             self.freeze(self.node_name(args[0]), args[1])
+        elif kind == "leave":
+            self.leave(self.node_name(args[0]))
         elif kind in ("standby", "online"):
             sn = self.nodes[self.node_name(args[0])]
             if sn.status == "up":
@@ -823,6 +829,47 @@ class Sim:
         sn = self.nodes[name]
         self.back(name)
         sn.boot()
+
+    def leave(self, name):
+        """SIGTERM as Node.stop does it: not eligible with the election running, until
+        nothing is held or claimed (every h/4, at most the app's stop budget + 5 s), then
+        the goodbye (Heartbeats.say_goodbye: re-sent every min(h/4, 50 ms) for 0.5 s to
+        the peers that have not answered it), then the process is gone."""
+        sn = self.nodes[name]
+        if sn.status != "up" or sn.node.state.leaving:
+            return
+        sn.node.state.set_flag("leaving", True)
+        sn.settle()
+        limit = self.now + max(sum(r["stop_timeout"] for r in a["resources"]) for a in sn.config["apps"].values()) + 5
+        self.node_at(self.now + self.heartbeat / 4, sn, self._leaving, sn, limit, None)
+
+    def _leaving(self, sn, limit, goodbye_until):
+        node, hb = sn.node, sn.hb
+        if goodbye_until is None:
+            busy = any(getattr(sup, "busy", None) for sup in node.supervisors.values())
+            if (node.state.my_holds() or node.state.my_claims() or busy) and self.now < limit:
+                self.node_at(self.now + self.heartbeat / 4, sn, self._leaving, sn, limit, None)
+                return
+            if node.state.my_holds() or node.state.my_claims() or busy:
+                self.trace(sn.name, "left without a goodbye (an app did not stop)")
+                self.crash(sn.name)
+                return
+            hb.leaving = True
+            hb.pending.clear()
+            goodbye_until = self.now + peers.GOODBYE_FOR
+            self.trace(sn.name, "says goodbye")
+        waiting = [p for p in hb.peers if p not in hb.acked]
+        if waiting and self.now < goodbye_until:
+            now = hb.clock()
+            for peer in waiting:
+                nonce = self.os.urandom(peers.NONCE_BYTES)   # seeded, as hado.peers' own
+                hb.pending[nonce] = (peer, now, now)
+                hb.issued[nonce] = (peer, now)
+                hb.send_request(peer, nonce, bye=True)
+            self.node_at(self.now + min(self.heartbeat / 4, 0.05), sn, self._leaving, sn, limit, goodbye_until)
+            return
+        self.trace(sn.name, f"gone after its goodbye ({len(hb.acked)} of {len(hb.peers)} peers answered)")
+        self.crash(sn.name)
 
     def freeze(self, name, seconds):
         sn = self.nodes[name]
@@ -1039,7 +1086,7 @@ def random_fault(rng, n, max_delay=0.2):
     def target():
         return rng.choice(TARGETS) if rng.random() < 0.5 else rng.randrange(n)
     kind = rng.choice(["isolate", "isolate", "split", "cut", "cut", "heal", "net", "crash", "restart",
-                       "freeze", "freeze", "standby", "online", "move"])
+                       "freeze", "freeze", "standby", "online", "move", "leave"])
     if kind == "isolate":
         return (kind, target(), rng.choice(["both", "in", "out"]))
     if kind == "split":

@@ -57,6 +57,7 @@ def faults(heartbeat):
         st.tuples(st.just("heal")),
         nets(heartbeat),
         st.tuples(st.just("crash"), targets()),
+        st.tuples(st.just("leave"), targets()),
         st.tuples(st.just("restart"), st.integers(0, 4)),
         st.tuples(st.just("freeze"), targets(), st.integers(1, 60).map(lambda x: x / 10)),
         st.tuples(st.sampled_from(["standby", "online", "move"]), st.integers(0, 4)),
@@ -182,6 +183,31 @@ def test_kill_of_the_holder(timing, leased):
     s.run_until(s.now + s.grace)
     assert holders(s) == ["b"] and not s.violations
     print(f"takeover_after {takeover:g} s, liveness bound {s.liveness_bound():.2f} s")
+
+
+@pytest.mark.parametrize("leased", MODES)
+@pytest.mark.parametrize("timing", TIMING_IDS)
+def test_sigterm_of_the_holder_hands_over_without_waiting_for_silence(timing, leased):
+    """A holder that leaves (Node.hand_over, then its goodbye) is taken over within a few
+    round trips, unleased resources included (it stopped them first); with every
+    goodbye lost the peers wait for its silence instead, still never two holders."""
+    for drop, bound in ((0.0, 2 * TIMEOUT + 0.1), (1.0, None)):   # its stop, our start, round trips
+        s = sim.Sim(cluster="3", heartbeat=timing[0], dead_after=timing[1], leased=leased, seed=11,
+                    start_timeout=TIMEOUT, stop_timeout=TIMEOUT)
+        s.start()
+        s.run_until(4.0)
+        assert holders(s) == ["a"]
+        s.apply(("leave", "holder"))
+        if drop:
+            s.run_until(4.0 + timing[0] / 4 + 0.01)   # stopped by now; every goodbye from a lost:
+            for (src, _), link in s.links.items():
+                if src == "a":
+                    link.drop = drop
+        if bound is not None:
+            s.run_until(4.0 + bound)
+            assert holders(s) == ["b"], s.tracebuf[-30:]
+        s.run_until(4.0 + s.liveness_bound() + 1.0)
+        assert holders(s) == ["b"] and not s.violations and not s.gaps, s.tracebuf[-30:]
 
 
 @pytest.mark.parametrize("timing", TIMING_IDS)
