@@ -395,7 +395,7 @@ class SimHeartbeats(peers.Heartbeats):
             self.new_round(now, poll_me)
             self.next_round = now + self.heartbeat
         self.resend(now)
-        wait = max(0.0, min(self.next_round, now + self.heartbeat / 4) - self.clock())
+        wait = max(0.0, min(self.next_round, now + self.heartbeat / peers.RESENDS) - self.clock())
         self.wake_at(self.sim.now + wait + EPS)
 
 

@@ -206,7 +206,7 @@ def test_sigterm_of_the_holder_hands_over_without_waiting_for_silence(timing, le
         if bound is not None:
             s.run_until(4.0 + bound)
             assert holders(s) == ["b"], s.tracebuf[-30:]
-        s.run_until(4.0 + s.liveness_bound() + 1.0)
+        s.run_until(4.0 + s.liveness_bound() + 2.0)
         assert holders(s) == ["b"] and not s.violations and not s.gaps, s.tracebuf[-30:]
 
 

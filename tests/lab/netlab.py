@@ -37,12 +37,17 @@ left behind by a ``kill -9`` is removed by ``python3 tests/lab/netlab.py reap``.
 
 Measuring a failover: :class:`VipProbe` asks ``http://VIP:port/`` from the client every
 20 ms and records who answered; :class:`HolderSampler` records every 20 ms which node
-namespaces hold the VIP. :func:`dual_holding`, :func:`client_outage`,
-:func:`longest_gap` and :func:`answers_by_node` analyse what they recorded.
+namespaces hold the VIP (``gate=True``: only while ipaddr's nftables lease gate is open
+too); :class:`ArpProbe` asks who-has VIP from the client every 20 ms and records every
+MAC that answers, as the LAN sees it. :func:`dual_holding`, :func:`arp_dual_holding`,
+:func:`client_outage`, :func:`longest_gap` and :func:`answers_by_node` analyse what they
+recorded; a recorder's ``follow()`` reads it incrementally in long runs.
 :class:`PacketCapture` records the frames of one ethertype arriving at a member.
+:class:`HttpClient` sends HTTP requests from inside a member (hado's admin requests).
 
 This file is also a small script (``serve``, ``probe``, ``holders``, ``capture``,
-``reap``) that the lab runs inside its namespaces; it uses the standard library only.
+``arpprobe``, ``reap``) that the lab runs inside its namespaces; it uses the standard
+library only.
 """
 
 import atexit
@@ -70,6 +75,7 @@ BRIDGE = "br0"
 RULES_TABLE = "hadolab"
 CLIENT = "client"
 CLIENT_HOST = 200  # the client's last address byte
+ETH_P_ARP = 0x0806
 
 # Labs not yet torn down, for atexit and the signal handlers. Only Lab.__init__ and
 # Lab.teardown change it, under _LIVE_LOCK (reentrant: a signal handler may run while
@@ -425,6 +431,49 @@ def ask(readers, op, timeout=1.0):
     return {node: readers[node].receive(ids[node], deadline) for node in readers}
 
 
+HTTP_SCRIPT = """
+import json, sys, urllib.error, urllib.request
+for line in sys.stdin:
+    request = json.loads(line)
+    answer = {"id": request["id"]}
+    try:
+        data = None if request.get("body") is None else json.dumps(request["body"]).encode()
+        req = urllib.request.Request(request["url"], data=data, method="GET" if data is None else "POST",
+                                     headers={"Content-Type": "application/json"})
+        if request.get("token"):
+            req.add_header("Authorization", "Bearer " + request["token"])
+        try:
+            with urllib.request.urlopen(req, timeout=request["timeout"]) as response:
+                status, body = response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            status, body = exc.code, exc.read()
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            doc = body.decode(errors="replace")
+        answer["value"] = [status, doc]
+    except Exception as exc:
+        answer["error"] = f"{type(exc).__name__}: {exc}"
+    print(json.dumps(answer), flush=True)
+"""
+
+
+class HttpClient(Reader):
+    """A process in a member's namespace that sends HTTP requests for the caller: a GET,
+    or a POST of a JSON body with an optional bearer token (hado's admin requests, which
+    a daemon takes only from its own host). Started once, so that a request goes out at
+    once (no interpreter start-up in a timed fault)."""
+
+    def __init__(self, lab, member):
+        super().__init__(lab, member, HTTP_SCRIPT)
+
+    def request(self, url, body=None, token=None, timeout=5.0):
+        """(status, JSON document or text), or None (no connection, timeout, dead client)."""
+        request_id = self.send("http", timeout, url=url, body=body, token=token)
+        value = self.receive(request_id, time.monotonic() + timeout + 1.0)
+        return tuple(value) if value else None
+
+
 def _signal_group(proc, signum):
     if proc.poll() is not None:
         return
@@ -538,12 +587,42 @@ class _Recorder:
         with open(self.path) as file:
             return [line.rstrip("\n").split(maxsplit=2) for line in file if line.endswith("\n")]
 
+    def parse(self, fields):
+        """One line (its fields, as lines() splits them) as a record; None: not a record."""
+        return fields
+
+    def follow(self):
+        """A :class:`Follow` of this recorder: what was written since its last read."""
+        return Follow(self)
+
     def __enter__(self):
         return self.start()
 
     def __exit__(self, *exc):
         self.stop()
         return False
+
+
+class Follow:
+    """Reads a recorder's file incrementally: ``new()`` returns the records of the
+    lines written since the previous call (in file order), ``all`` every record read so
+    far. For runs of many minutes, where re-reading the whole file at every poll (as
+    ``records()`` does) would cost more CPU than the daemons being measured."""
+
+    def __init__(self, recorder):
+        self.recorder, self.offset, self.all = recorder, 0, []
+
+    def new(self):
+        with open(self.recorder.path, "rb") as file:
+            file.seek(self.offset)
+            data = file.read()
+        end = data.rfind(b"\n") + 1   # complete lines only: a line being written waits
+        self.offset += end
+        found = [self.recorder.parse(line.split(maxsplit=2))
+                 for line in data[:end].decode(errors="replace").splitlines() if line]
+        found = [record for record in found if record is not None]
+        self.all.extend(found)
+        return found
 
 
 class VipProbe(_Recorder):
@@ -564,11 +643,13 @@ class VipProbe(_Recorder):
         return self.lab.popen(self.lab.client, [sys.executable, __file__, "probe", self.url,
                                                 self.path, self.interval, self.timeout])
 
+    def parse(self, fields):
+        sent, done, answer = fields
+        return Answer(int(sent), int(done), None if answer == "-" else answer)
+
     def records(self):
         """Answers sorted by the time they were sent."""
-        answers = [Answer(int(sent), int(done), None if answer == "-" else answer)
-                   for sent, done, answer in self.lines()]
-        return sorted(answers)
+        return sorted(self.parse(fields) for fields in self.lines())
 
 
 class HolderSampler(_Recorder):
@@ -578,22 +659,38 @@ class HolderSampler(_Recorder):
     open a netlink socket there, then each sample is one RTM_GETADDR dump per node
     (tens of microseconds), all stamped with one monotonic time: no subprocess per
     sample, so it keeps up with 20 ms easily.
+
+    ``gate=True``: a node holds the address only while the address is there AND its
+    lease gate (plugins/ipaddr.py's nftables gate for leases below 1 s) lets traffic
+    through: the address is not in the gate's ``gated`` sets, or its lease element is
+    in the ``lease`` set (either of ``inet`` and ``arp``: one open path is holding).
+    With the gate, a killed hado's address stays configured for up to 1.3 s while its
+    gate closes after the lease; only the open gate answers clients. One more netlink
+    request per holding node and sample (one NETLINK_NETFILTER socket per namespace).
+    ``records()`` are then the gated holders, ``addresses()`` who had the address.
     """
 
-    def __init__(self, lab, address, nodes=None, interval=0.02):
+    def __init__(self, lab, address, nodes=None, interval=0.02, gate=False):
         super().__init__(lab)
         self.address = str(ipaddress.ip_interface(address).ip)
         self.nodes = list(nodes or lab.nodes)
-        self.interval = interval
+        self.interval, self.gate = interval, gate
 
     def _spawn(self):
         targets = [f"{node}=/run/netns/{self.lab.ns(node)}" for node in self.nodes]
         return self.lab._popen([sys.executable, __file__, "holders", self.path,
-                                str(self.interval), self.address, *targets])
+                                str(self.interval), self.address, *(["gate"] if self.gate else []), *targets])
+
+    def parse(self, fields):
+        t, holders = fields[:2]
+        return Sample(int(t), frozenset() if holders == "-" else frozenset(holders.split(",")))
 
     def records(self):
-        return [Sample(int(t), frozenset() if holders == "-" else frozenset(holders.split(",")))
-                for t, holders in self.lines()]
+        return [self.parse(fields) for fields in self.lines()]
+
+    def addresses(self):
+        """Samples of the nodes that had the address, gate or not (= records() without gate)."""
+        return [self.parse([fields[0], fields[-1]]) for fields in self.lines()]
 
 
 Frame = collections.namedtuple("Frame", "t_ns incoming data")  # data: bytes from the MAC header
@@ -617,8 +714,66 @@ class PacketCapture(_Recorder):
             raise LabError(f"{self.member}: packet capture did not start (exit {proc.poll()})")
         return proc
 
+    def parse(self, fields):
+        t, incoming, data = fields
+        return Frame(int(t), incoming == "in", bytes.fromhex(data))
+
     def records(self):
-        return [Frame(int(t), incoming == "in", bytes.fromhex(data)) for t, incoming, data in self.lines()]
+        return [self.parse(fields) for fields in self.lines()]
+
+
+# An ARP frame for the VIP: arrival (monotonic ns), the sender MAC ("aa:bb:..."), kind
+# ("reply": an answer to the prober, "reply-other": to someone else, "announce": a
+# gratuitous request or reply, sender address = target address, "request": the holder
+# asking for someone, from the VIP), and the send time of the prober's latest who-has
+# before it (the window it falls in; 0: none yet).
+ArpReply = collections.namedtuple("ArpReply", "t_ns mac kind window_ns")
+
+
+class ArpProbe(_Recorder):
+    """From a member's namespace (the client by default), every ``interval`` s an ARP
+    who-has for ``address`` on eth0, sent from the member's own address and MAC (an
+    AF_PACKET socket); records every ARP frame whose sender address is ``address``
+    (:class:`ArpReply`), and the send time of each who-has (:meth:`probes`).
+
+    It sees what the LAN sees: which MACs answer for the VIP, whatever the namespaces'
+    address lists say (a node whose address is still configured but whose lease gate is
+    closed does not answer). Times are ``time.monotonic_ns()``, the clock of every
+    namespace (one kernel), so they compare with VipProbe's and HolderSampler's.
+    ``start()`` returns once the socket is open. The process ends on SIGTERM, when its
+    parent (this process) dies, and after ``max_seconds`` in any case.
+    """
+
+    def __init__(self, lab, address, member=None, interval=0.02, max_seconds=6 * 3600):
+        super().__init__(lab)
+        self.address = str(ipaddress.IPv4Address(str(ipaddress.ip_interface(address).ip)))
+        self.member = member or lab.client
+        self.interval, self.max_seconds = interval, max_seconds
+
+    def _spawn(self):
+        proc = self.lab.popen(self.member, [sys.executable, __file__, "arpprobe", self.path, self.address,
+                                            self.lab.addr(self.member), self.interval, os.getpid(),
+                                            self.max_seconds], stdout=subprocess.PIPE, text=True)
+        ready = select.select([proc.stdout], [], [], 10)[0]
+        line = proc.stdout.readline() if ready else ""
+        if not line.startswith("probing"):
+            _signal_group(proc, signal.SIGKILL)
+            raise LabError(f"{self.member}: ARP probe for {self.address} did not start (exit {proc.poll()})")
+        return proc
+
+    def parse(self, fields):
+        if len(fields) != 3 or fields[1] == "who-has":
+            return None
+        mac, _, window = fields[2].partition(" ")
+        return ArpReply(int(fields[0]), mac, fields[1], int(window or 0))
+
+    def records(self):
+        """The ARP frames for the address, in arrival order."""
+        return [record for record in map(self.parse, self.lines()) if record is not None]
+
+    def probes(self):
+        """Send times (ns) of the who-has requests."""
+        return [int(fields[0]) for fields in self.lines() if len(fields) >= 2 and fields[1] == "who-has"]
 
 
 def sample_rate(samples):
@@ -676,6 +831,29 @@ def longest_gap(answers):
     return max(((b - a) / 1e9 for a, b in zip(times, times[1:])), default=0.0)
 
 
+def arp_dual_holding(records, window_ns=20_000_000, kinds=None):
+    """(seconds, windows) during which two different MACs answered for the VIP in the
+    same probe window (:class:`ArpProbe` records; ``kinds``: only these kinds count).
+
+    A window is the time from one who-has to the next (records without a window: fixed
+    ``window_ns`` slots); each window with more than one MAC counts ``window_ns``.
+    ``windows``: [(start_ns, end_ns, frozenset of MACs)], in order."""
+    slots = collections.defaultdict(set)
+    for record in records:
+        if kinds is None or record.kind in kinds:
+            start = record.window_ns or record.t_ns - record.t_ns % window_ns
+            slots[start].add(record.mac)
+    windows = [(start, start + window_ns, frozenset(macs)) for start, macs in sorted(slots.items())
+               if len(macs) > 1]
+    return len(windows) * window_ns / 1e9, windows
+
+
+def arp_macs(records, after_ns=0, before_ns=None):
+    """Counter: MAC -> ARP frames for the VIP from it, arrived in [after_ns, before_ns)."""
+    return collections.Counter(r.mac for r in records
+                               if r.t_ns >= after_ns and (before_ns is None or r.t_ns < before_ns))
+
+
 # -- the scripts the lab runs --------------------------------------------------------------
 
 def _serve_main(name, port):
@@ -700,6 +878,11 @@ def _serve_main(name, port):
         def server_bind(self):
             self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             super().server_bind()
+
+        def handle_error(self, request, client_address):
+            # A client that gave up (a probe's timeout during a failover) is no error.
+            if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+                super().handle_error(request, client_address)
 
     server = Server(("::", int(port)), Handler)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
@@ -748,6 +931,60 @@ def _probe_main(url, out_path, interval, timeout):
         out.close()
 
 
+ARP_WHO_HAS, ARP_IS_AT = 1, 2
+
+
+def _arpprobe_main(out_path, address, own_ip, interval, parent_pid, max_seconds):
+    """Who-has ``address`` from ``own_ip`` every ``interval`` s; record the answers (ArpProbe)."""
+    interval, parent_pid = float(interval), int(parent_pid)
+    end = time.monotonic() + float(max_seconds)
+    target, me = ipaddress.IPv4Address(address).packed, ipaddress.IPv4Address(own_ip).packed
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Protocol 0, then bind with the ethertype (as plugins/ipaddr.py does: no RCU wait).
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    sock.bind(("eth0", ETH_P_ARP))
+    mac = sock.getsockname()[4]
+    request = (b"\xff" * 6 + mac + struct.pack("!H", ETH_P_ARP)
+               + struct.pack("!HHBBH", 1, 0x0800, 6, 4, ARP_WHO_HAS) + mac + me + b"\0" * 6 + target).ljust(60, b"\0")
+    with sock, open(out_path, "a", buffering=1) as out:
+        print("probing", flush=True)
+        seq, window, next_time = 0, 0, time.monotonic()
+        while not stop.is_set() and os.getppid() == parent_pid and time.monotonic() < end:
+            now = time.monotonic()
+            if now >= next_time:
+                seq += 1
+                window = time.monotonic_ns()
+                try:
+                    sock.send(request)
+                    out.write(f"{window} who-has {seq}\n")
+                except OSError:
+                    pass   # a lost probe is a gap in the records, not an end
+                next_time += interval
+                if next_time < now:   # fell behind: no burst to catch up
+                    next_time = now + interval
+                continue
+            if not select.select([sock], [], [], min(0.1, next_time - now))[0]:
+                continue
+            try:
+                frame, where = sock.recvfrom(2048)
+            except OSError:
+                continue
+            arrived = time.monotonic_ns()
+            if where[2] == socket.PACKET_OUTGOING or len(frame) < 42:
+                continue
+            _, ptype, hlen, plen, operation = struct.unpack_from("!HHBBH", frame, 14)
+            if ptype != 0x0800 or hlen != 6 or plen != 4 or frame[28:32] != target:
+                continue
+            if frame[38:42] == target:
+                kind = "announce"
+            elif operation == ARP_IS_AT:
+                kind = "reply" if frame[38:42] == me else "reply-other"
+            else:
+                kind = "request"
+            out.write(f"{arrived} {kind} {frame[22:28].hex(':')} {window}\n")
+
+
 def _capture_main(ethertype, out_path):
     ethertype = int(ethertype, 0)
     stop = threading.Event()
@@ -773,8 +1010,8 @@ NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 
 
-def _netlink_socket_in(path):
-    """A NETLINK_ROUTE socket that belongs to the network namespace at path."""
+def _netlink_socket_in(path, protocol=socket.NETLINK_ROUTE):
+    """A netlink socket (NETLINK_ROUTE by default) that belongs to the network namespace at path."""
     libc = ctypes.CDLL(None, use_errno=True)
     own = os.open("/proc/self/ns/net", os.O_RDONLY)
     target = os.open(path, os.O_RDONLY)
@@ -782,7 +1019,7 @@ def _netlink_socket_in(path):
         if libc.setns(target, CLONE_NEWNET) != 0:
             raise OSError(ctypes.get_errno(), f"setns {path}")
         try:
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
             sock.bind((0, 0))
         finally:
             if libc.setns(own, CLONE_NEWNET) != 0:
@@ -821,23 +1058,92 @@ def _has_address(sock, family, packed, seq):
             offset += (length + 3) & ~3
 
 
+# plugins/ipaddr.py's gate (leases below 1 s): per family, the set that gates the address
+# and the set of its lease element (which times out by itself).
+GATE_TABLE = "hado_gate"
+NFPROTO_INET, NFPROTO_ARP = 1, 3
+GATE_SETS = {4: [(NFPROTO_INET, "gated4", "lease4"), (NFPROTO_ARP, "gated", "lease")],
+             6: [(NFPROTO_INET, "gated6", "lease6")]}
+NETLINK_NETFILTER = 12
+NFT_GETSETELEM = (10 << 8) | 13   # NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETSETELEM
+NLM_F_ACK = 0x4
+
+
+def _nl_attr(kind, payload):
+    data = struct.pack("=HH", 4 + len(payload), kind) + payload
+    return data + b"\0" * (-len(data) % 4)
+
+
+def _gate_queries(version, packed):
+    """[(nfproto family, set name, GETSETELEM attributes)] for the address in every gate set."""
+    element = _nl_attr(1 | 0x8000, _nl_attr(1, packed))   # NFTA_SET_ELEM_KEY { NFTA_DATA_VALUE }
+    out = []
+    for family, *names in GATE_SETS[version]:
+        for name in names:
+            attrs = (_nl_attr(1, GATE_TABLE.encode() + b"\0") + _nl_attr(2, name.encode() + b"\0")
+                     + _nl_attr(3 | 0x8000, _nl_attr(1 | 0x8000, element)))
+            out.append((family, name, attrs))
+    return out
+
+
+def _gate_open(sock, version, queries, seq):
+    """Whether the gate of the socket's namespace lets the address through: for some
+    family, the address is not gated or has its lease element. One datagram of
+    GETSETELEM requests, one ack each (0: the element is there; ENOENT: it is not, or no
+    such set or table). Unknown answers count as open (a holder, the safe side here)."""
+    data, seqs = b"", []
+    for i, (family, _name, attrs) in enumerate(queries, 1):
+        body = struct.pack("!BBH", family, 0, 0) + attrs
+        data += struct.pack("=IHHII", 16 + len(body), NFT_GETSETELEM, NLM_F_REQUEST | NLM_F_ACK, seq + i, 0) + body
+        seqs.append(seq + i)
+    sock.send(data)
+    codes, deadline = {}, time.monotonic() + 0.5
+    while len(codes) < len(seqs) and time.monotonic() < deadline:
+        if not select.select([sock], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            break
+        buf = sock.recv(65536)
+        offset = 0
+        while offset + 16 <= len(buf):
+            length, kind = struct.unpack_from("=IH", buf, offset)
+            if length < 16:
+                break
+            if kind == NLMSG_ERROR and offset + 28 <= len(buf):
+                code, = struct.unpack_from("=i", buf, offset + 16)
+                answered, = struct.unpack_from("=I", buf, offset + 16 + 4 + 8)
+                codes[answered] = -code
+            offset += (length + 3) & ~3
+    if len(codes) < len(seqs):
+        return True
+    found = {name: codes[s] == 0 for (_family, name, _attrs), s in zip(queries, seqs)}
+    return any(not found[gated] or found[lease] for _family, gated, lease in GATE_SETS[version])
+
+
 def _holders_main(out_path, interval, address, *targets):
     interval = float(interval)
     ip = ipaddress.ip_address(address)
     family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+    gate = "gate" in targets
+    queries = _gate_queries(ip.version, ip.packed) if gate else []
     sockets = []
     for target in targets:
+        if target == "gate":
+            continue
         name, path = target.split("=", 1)
-        sockets.append((name, _netlink_socket_in(path)))
+        sockets.append((name, _netlink_socket_in(path),
+                        _netlink_socket_in(path, NETLINK_NETFILTER) if gate else None))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with open(out_path, "a", buffering=1) as out:
         seq, next_time = 0, time.monotonic()
         while not stop.is_set():
-            seq += 1
+            seq += 1 + len(queries)   # the address dump, then the gate's requests: seq + 1, ...
             now = time.monotonic_ns()
-            holders = [name for name, sock in sockets if _has_address(sock, family, ip.packed, seq)]
-            out.write(f"{now} {','.join(holders) or '-'}\n")
+            holders = [(name, nf) for name, sock, nf in sockets if _has_address(sock, family, ip.packed, seq)]
+            line = ",".join(name for name, _ in holders) or "-"
+            if gate:
+                gated = [name for name, nf in holders if _gate_open(nf, ip.version, queries, seq)]
+                line = f"{','.join(gated) or '-'} {line}"
+            out.write(f"{now} {line}\n")
             next_time += interval
             delay = next_time - time.monotonic()
             if delay < 0:   # fell behind: do not try to catch up with a burst
@@ -847,13 +1153,13 @@ def _holders_main(out_path, interval, address, *targets):
 
 def main(argv):
     commands = {"serve": _serve_main, "probe": _probe_main, "holders": _holders_main,
-                "capture": _capture_main}
+                "capture": _capture_main, "arpprobe": _arpprobe_main}
     if argv and argv[0] == "reap":
         for ns in reap_stale():
             print(f"deleted {ns}")
         return 0
     if not argv or argv[0] not in commands:
-        print(f"usage: {sys.argv[0]} serve|probe|holders|capture|reap ...", file=sys.stderr)
+        print(f"usage: {sys.argv[0]} serve|probe|holders|capture|arpprobe|reap ...", file=sys.stderr)
         return 2
     commands[argv[0]](*argv[1:])
     return 0
