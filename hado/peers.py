@@ -1,7 +1,7 @@
 """Signed heartbeats between nodes: UDP datagrams on the port of each node's url.
 
 Every ``heartbeat`` seconds this node sends each peer a request with a fresh nonce and
-re-sends it every heartbeat/8 until it is answered. The peer answers with its report
+re-sends it every heartbeat/4 until it is answered. The peer answers with its report
 (election.py). An answer is evidence from the time the request was *first sent*
 (never when the answer arrived), so a late answer can never stretch our quorum. A
 peer's requests are recorded but are no evidence (docs/cluster.rst says why).
@@ -94,7 +94,6 @@ PUBLIC_BURST = 2000
 BATCH = 64              # datagrams read from one socket before the others get their turn
 RECENT_ROUNDS = 8       # answers to nonces this many heartbeats old are late, not forged
 GOODBYE_FOR = 0.5       # seconds a leaving node re-sends its goodbye to peers that have not answered it
-RESENDS = 8             # an unanswered request is sent again every heartbeat/RESENDS (see resend())
 KINDS = ("unparsable", "version", "oversized", "unknown_nonce", "bad_signature", "unknown_node",
          "wrong_cluster", "wrong_node", "replayed", "bad_report")
 
@@ -295,7 +294,7 @@ class Heartbeats(threading.Thread):
                     next_round = now + self.heartbeat
                 self.resend(now)
                 self.ask_deferred(now)
-                wake = min([next_round, now + self.heartbeat / RESENDS] + list(self.deferred.values()))
+                wake = min([next_round, now + self.heartbeat / 4] + list(self.deferred.values()))
                 self.receive(max(0.0, wake - self.clock()))
             except Exception:  # loop boundary
                 log.exception("failed: heartbeat loop error; going on")
@@ -431,12 +430,7 @@ class Heartbeats(threading.Thread):
 
     def resend(self, now):
         for nonce, (peer, first, last) in list(self.pending.items()):
-            # Every heartbeat/8: only unanswered requests are re-sent, so a clean network
-            # sees none, and a lossy one gets 4 tries within the quorum window at the least
-            # dead_after (3 h) and 8 at the defaults' (D/2 = 2 h: the window holds one whole
-            # round). With h/4, 30 % loss both ways on the active node cost it its quorum
-            # about once a minute at the defaults (both peers' 4 tries lost: 0.51^4 each).
-            if now - last >= self.heartbeat / RESENDS:
+            if now - last >= self.heartbeat / 4:
                 self.pending[nonce] = (peer, first, now)
                 self.send_request(peer, nonce)
 

@@ -395,7 +395,9 @@ class SimHeartbeats(peers.Heartbeats):
             self.new_round(now, poll_me)
             self.next_round = now + self.heartbeat
         self.resend(now)
-        wait = max(0.0, min(self.next_round, now + self.heartbeat / peers.RESENDS) - self.clock())
+        self.ask_deferred(now)
+        wake = min([self.next_round, now + self.heartbeat / 4] + list(self.deferred.values()))
+        wait = max(0.0, wake - self.clock())
         self.wake_at(self.sim.now + wait + EPS)
 
 
