@@ -381,7 +381,8 @@ def test_engine_gap_3_leased_start_across_a_freeze():
 def test_engine_gap_4_slow_round_trips_leased():
     gap({"cluster": "3", "heartbeat": 0.2, "dead_after": 1.0, "leased": True, "start_timeout": TIMEOUT,
          "stop_timeout": TIMEOUT},
-        lambda seed: [(1.0, "net", 0.0, 0.2, 0.0), (4.0 + seed * 0.05, "freeze", "holder", 4.0)], range(30))
+        lambda seed: [(1.0, "net", 0.0, 0.2, 0.0), (4.0 + (seed % 30) * 0.05, "freeze", "holder", 4.0)],
+        range(120))   # 120: re-sends every h/8 of one nonce double-ran it in 2-3 of them, none in the first 30
 
 
 def test_engine_gap_5_claim_erased_by_a_request_in_a_non_transitive_partition():
