@@ -58,8 +58,7 @@ from . import config as config_mod
 from . import election, local, systemd
 from .act import Actor
 from .monitor import Monitor
-from . import peers as peers_mod
-from .peers import Heartbeats
+from .peers import GOODBYE_FOR, Heartbeats
 from .plugin import Caller, Registry
 from .resource import AppSupervisor, Leases
 from .state import State, wall
@@ -482,6 +481,10 @@ class Node:
                  len([a for a in old_apps if a not in new_apps]))
         self.state.event("config reloaded", path)
 
+    def exit_budget(self, app):
+        """Seconds a stop of hado waits for ``app``'s resources to stop: every stop_timeout, + 5."""
+        return sum(r["stop_timeout"] for r in self.config["apps"][app]["resources"]) + 5
+
     def hand_over(self):
         """SIGTERM, first step: leave as a node in standby does, with the election still
         running. The node says it is shutting down (not eligible), so its peers elect
@@ -493,9 +496,7 @@ class Node:
             return   # maintenance: hado stops nothing by election; no apps: nothing to hand over
         self.state.set_flag("leaving", True)
         log.info("stopping: node %s hands its apps over (not eligible from now on)", self.me)
-        budget = max(sum(r["stop_timeout"] for r in self.config["apps"][app]["resources"])
-                     for app in self.supervisors) + 5
-        deadline = self.clock() + budget
+        deadline = self.clock() + max(self.exit_budget(app) for app in self.supervisors)
         while True:
             self.wakeup.clear()
             try:
@@ -515,7 +516,7 @@ class Node:
             sup.exit.set()
             sup.wake.set()
         for app, sup in self.supervisors.items():
-            budget = sum(r["stop_timeout"] for r in self.config["apps"][app]["resources"]) + 5
+            budget = self.exit_budget(app)
             self.join(sup, budget)
             if sup.is_alive():
                 log.error("failed: app %s did not stop within %g s", app, budget)
@@ -531,7 +532,7 @@ class Node:
             else:
                 self.heartbeats.farewell.set()
             self.heartbeats.stopping.set()
-            self.heartbeats.join(timeout=2 + peers_mod.GOODBYE_FOR)
+            self.heartbeats.join(timeout=2 + GOODBYE_FOR)
         self.api.stop()
         log.info("stopped: node %s", self.me)
 

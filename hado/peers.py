@@ -369,14 +369,14 @@ class Heartbeats(threading.Thread):
         for peer in self.peers:
             self.ask(peer, now, poll_me)
 
-    def ask(self, peer, now, poll_me=False):
-        """Send ``peer`` a request with a fresh nonce now."""
+    def ask(self, peer, now, poll_me=False, bye=False):
+        """Send ``peer`` a request with a fresh nonce now (``bye``: our goodbye)."""
         nonce = os.urandom(NONCE_BYTES)
         self.pending[nonce] = (peer, now, now)
         self.issued[nonce] = (peer, now)
         self.last_asked[peer] = now
         self.deferred.pop(peer, None)   # this request fetches whatever news a nudge announced
-        self.send_request(peer, nonce, poll_me)
+        self.send_request(peer, nonce, poll_me, bye)
 
     def say_goodbye(self, timeout):
         """Tell every peer, signed, that this run of hado has stopped everything and ends.
@@ -399,10 +399,7 @@ class Heartbeats(threading.Thread):
                 break
             now = self.clock()
             for peer in waiting:
-                nonce = os.urandom(NONCE_BYTES)
-                self.pending[nonce] = (peer, now, now)
-                self.issued[nonce] = (peer, now)
-                self.send_request(peer, nonce, bye=True)
+                self.ask(peer, now, bye=True)
             self.receive(max(0.0, min(spacing, deadline - self.clock())))
         missing = [p for p in self.peers if p not in self.acked]
         if missing:

@@ -864,10 +864,7 @@ class Sim:
         if waiting and self.now < goodbye_until:
             now = hb.clock()
             for peer in waiting:
-                nonce = self.os.urandom(peers.NONCE_BYTES)   # seeded, as hado.peers' own
-                hb.pending[nonce] = (peer, now, now)
-                hb.issued[nonce] = (peer, now)
-                hb.send_request(peer, nonce, bye=True)
+                hb.ask(peer, now, bye=True)
             self.node_at(self.now + min(self.heartbeat / 4, 0.05), sn, self._leaving, sn, limit, goodbye_until)
             return
         self.trace(sn.name, f"gone after its goodbye ({len(hb.acked)} of {len(hb.peers)} peers answered)")

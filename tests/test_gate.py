@@ -48,22 +48,7 @@ SLACK = Registry().get("ipaddr").module.GATE_SLACK
 
 # The plugin host: one JSON request a line, {"plugin", "function", "args"}; the answer
 # has ok, value or error, and the monotonic times the call started and ended.
-HOST = textwrap.dedent("""
-    import json, sys, time
-    sys.path.insert(0, sys.argv[1])
-    from hado.plugin import PluginError, Registry
-    registry = Registry()
-    for line in sys.stdin:
-        request = json.loads(line)
-        started = time.monotonic_ns()
-        try:
-            value = registry.get(request["plugin"]).bind(request["function"], request["args"])()
-            answer = {"ok": True, "value": value}
-        except PluginError as exc:
-            answer = {"ok": False, "error": str(exc)}
-        answer["started_ns"], answer["done_ns"] = started, time.monotonic_ns()
-        print(json.dumps(answer), flush=True)
-""")
+from test_plugins_net import HOST  # noqa: E402  (the plugin host: one call per JSON line, in the namespace)
 
 # Echo server for the node: UDP and TCP on PORT of each address given, bound with
 # IP_FREEBIND before the address exists, so that its answers come from the VIP (a
